@@ -1,0 +1,382 @@
+"""One named circuit breaker: the pure machine plus a clock, counters, events and logs.
+
+The ccxt hook drives it through ``admit``/``settle``; users drive it through
+``call()`` and ``async with``, which follow the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import ccxt
+
+from ._config import BreakerConfig, Clock, SystemClock
+from ._errors import FAILURE, NEUTRAL, SUCCESS, CircuitOpenError, verdict
+from ._events import CallRejected, Listener, StateChanged, emit
+from ._kraken import CALL, named_limit
+from ._machine import OPEN, CircuitState, Machine
+
+__all__ = ["SHADOW", "CircuitBreaker"]
+
+logger = logging.getLogger("ccxt_breaker")
+
+# The permit of a call that shadow mode let through: it matches no generation, so the
+# machine ignores its outcome, exactly as it would have been ignored had it been refused.
+SHADOW = -1
+# Endpoints counted one by one; any further ones share the "*" counters.
+MAX_ENDPOINTS = 256
+# Longest error message kept in snapshots, events and CircuitOpenError.
+MAX_MESSAGE = 300
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# (breaker, permit, counters, started) of each `async with breaker:` open in this task
+_GUARDS: ContextVar[tuple[tuple[CircuitBreaker, int, list[int], float], ...]] = ContextVar(
+    "ccxt_breaker_guards", default=()
+)
+
+LimitHandler = Callable[["CircuitBreaker", str, float, dict[str, str]], None]
+
+
+def _no_scrub(message: str) -> str:
+    return message
+
+
+class CircuitBreaker:
+    """Guards one group of endpoints.
+
+    Read ``state``, ``retry_after`` and ``snapshot()``; steer with ``reset()`` and
+    ``force_open()``; guard any coroutine with ``await breaker.call(fn, ...)`` or
+    ``async with breaker:``.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_endpoints",
+        "_listeners",
+        "_machine",
+        "_on_limit",
+        "_opened_by",
+        "_scrub",
+        "_timed",
+        "config",
+        "exchange_id",
+        "group",
+        "last_error",
+        "last_failure_time",
+    )
+
+    def __init__(
+        self,
+        group: str,
+        config: BreakerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        exchange_id: str = "kraken",
+        scrub: Callable[[str], str] = _no_scrub,
+        on_limit: LimitHandler | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.group = group
+        self.config = config or BreakerConfig()
+        self.exchange_id = exchange_id
+        self._clock = clock or SystemClock()
+        self._machine = Machine(self.config, rand)
+        self._scrub = scrub
+        self._on_limit = on_limit
+        self._timed = self.config.slow_call_duration is not None
+        self._listeners: tuple[Listener, ...] = ()
+        self._endpoints: dict[str, list[int]] = {}  # endpoint -> [calls, failures, rejected]
+        self._opened_by: dict[str, str] | None = None
+        self.last_error: dict[str, str] | None = None
+        self.last_failure_time: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.group!r} {self._machine.state.value}>"
+
+    # --- reading -------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """``'closed'``, ``'open'`` or ``'half_open'`` (a str enum)."""
+        return self._machine.state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a call may go: 0 when one may go now, ``None`` while forced open."""
+        return self._machine.retry_after(self._clock.monotonic())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-serializable picture of this breaker; contains no credentials."""
+        m = self._machine
+        now, wall = self._clock.monotonic(), self._clock.time()
+        counters = self._endpoints.values()
+        return {
+            "group": self.group,
+            "state": m.state.value,
+            "reason": m.reason,
+            "forced": m.forced,
+            "shadow_mode": self.config.shadow_mode,
+            "failure_count": m.failure_count,
+            "success_count": m.success_count,
+            "half_open_in_flight": m.in_flight,
+            "reopen_count": m.reopen_count,
+            "generation": m.generation,
+            "last_failure_time": self.last_failure_time,
+            "opened_at": None if m.opened_at is None else wall - (now - m.opened_at),
+            "retry_after": m.retry_after(now),
+            "last_error": self.last_error,
+            "opened_by": self._opened_by,
+            "calls": sum(c[0] for c in counters),
+            "failures": sum(c[1] for c in counters),
+            "rejected": sum(c[2] for c in counters),
+            "endpoints": {
+                path: {"calls": c[0], "failures": c[1], "rejected": c[2]}
+                for path, c in self._endpoints.items()
+            },
+        }
+
+    # --- steering ------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Close the circuit and forget its counts; ends a forced open."""
+        self._change(self._machine.reset, None)
+
+    def force_open(self) -> None:
+        """Open the circuit and keep it open until :meth:`reset`."""
+        cause = {"type": "ForcedOpen", "message": "force_open() was called"}
+        self._change(lambda: self._machine.force_open(self._clock.monotonic()), cause)
+
+    def trip(self, seconds: float, cause: dict[str, str]) -> None:
+        """Open at once for at least ``seconds`` (a limit the exchange named)."""
+        now = self._clock.monotonic()
+        self._change(lambda: self._machine.trip(now, now + seconds), cause)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on every transition and rejection of this breaker."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+    # --- guarding any coroutine ------------------------------------------------------
+
+    async def call(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` under this breaker, with the same verdict rules."""
+        name = getattr(fn, "__name__", "call")
+        counters = self.counters(name)
+        permit = self.admit(counters, name)
+        started = self.start(counters)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.settle_error(permit, counters, started, exc, responded=None)
+            raise
+        self.settle(permit, counters, started, SUCCESS)
+        return result
+
+    async def __aenter__(self) -> CircuitBreaker:
+        counters = self.counters("async with")
+        permit = self.admit(counters, None)
+        _GUARDS.set((*_GUARDS.get(), (self, permit, counters, self.start(counters))))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        guards = _GUARDS.get()
+        mine = max(i for i, guard in enumerate(guards) if guard[0] is self)
+        _, permit, counters, started = guards[mine]
+        _GUARDS.set(guards[:mine] + guards[mine + 1 :])
+        if exc is None:
+            self.settle(permit, counters, started, SUCCESS)
+        else:
+            self.settle_error(permit, counters, started, exc, responded=None)
+
+    # --- the call protocol, shared with the ccxt hook ---------------------------------
+
+    def counters(self, endpoint: str) -> list[int]:
+        """The ``[calls, failures, rejected]`` counters of ``endpoint``, made on first use."""
+        counters = self._endpoints.get(endpoint)
+        if counters is None:
+            if len(self._endpoints) >= MAX_ENDPOINTS:
+                endpoint = "*"
+            counters = self._endpoints.setdefault(endpoint, [0, 0, 0])
+        return counters
+
+    def admit(self, counters: list[int], endpoint: str | None) -> int:
+        """A permit for a new call, or :class:`CircuitOpenError`."""
+        permit = self.try_admit(counters, endpoint)
+        if permit is None:
+            raise self.rejection(endpoint)
+        return permit
+
+    def rejection(self, endpoint: str | None) -> CircuitOpenError:
+        """The error for a call this breaker refused."""
+        retry_after = self._machine.retry_after(self._clock.monotonic())
+        return CircuitOpenError(
+            self.group, endpoint, retry_after, self._opened_by, self.exchange_id
+        )
+
+    def try_admit(self, counters: list[int], endpoint: str | None) -> int | None:
+        """A permit, or ``None`` after counting (and reporting) the rejection."""
+        m = self._machine
+        if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
+            return m.generation
+        old, generation = m.state, m.generation
+        now = self._clock.monotonic()
+        permit = m.acquire(now)
+        if m.generation != generation:
+            self._announce(old, None)
+        if permit is not None:
+            return permit
+        counters[2] += 1
+        shadow = self.config.shadow_mode
+        if self._listeners:
+            event = CallRejected(
+                self.group,
+                endpoint,
+                m.state.value,
+                m.retry_after(now),
+                shadow,
+                self._clock.time(),
+            )
+            emit(self._listeners, event)
+        return SHADOW if shadow else None
+
+    def is_current(self, permit: int) -> bool:
+        """Whether ``permit`` was issued in this generation (or passed by shadow mode)."""
+        return permit == self._machine.generation or permit == SHADOW
+
+    def start(self, counters: list[int]) -> float:
+        """Count an attempt as sent; returns its start time when slow calls are timed."""
+        counters[0] += 1
+        return self._clock.monotonic() if self._timed else 0.0
+
+    def release(self, permit: int) -> None:
+        """Give back a permit that was never used for a request."""
+        self._machine.release(permit)
+
+    def settle(
+        self,
+        permit: int,
+        counters: list[int],
+        started: float,
+        kind: int,
+        error: dict[str, str] | None = None,
+        limit: tuple[str, float] | None = None,
+    ) -> None:
+        """Record the outcome of an attempt that holds ``permit``."""
+        m = self._machine
+        slow = False
+        if self._timed:
+            duration = self.config.slow_call_duration
+            slow = duration is not None and self._clock.monotonic() - started >= duration
+        if kind == SUCCESS:
+            old, generation = m.state, m.generation
+            m.on_success(permit, self._clock.monotonic(), slow)
+        elif kind == NEUTRAL:
+            m.release(permit)
+            return
+        else:
+            counters[1] += 1
+            self.last_error = error
+            self.last_failure_time = self._clock.time()
+            old, generation = m.state, m.generation
+            m.on_failure(permit, self._clock.monotonic(), slow)
+        if m.generation != generation:
+            self._announce(old, error)
+        if limit is not None:
+            scope, seconds = limit
+            if scope == CALL or self._on_limit is None:
+                self.trip(seconds, error or {})
+            else:
+                self._on_limit(self, scope, seconds, error or {})
+
+    def settle_error(
+        self,
+        permit: int,
+        counters: list[int],
+        started: float,
+        exc: BaseException,
+        *,
+        responded: bool | None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        """Judge ``exc`` and record it; never raises."""
+        try:
+            kind = verdict(exc, responded)
+            if kind != FAILURE:
+                if isinstance(exc, ccxt.InvalidNonce):
+                    logger.warning(
+                        "%s %s: invalid nonce (not counted; Kraken locks keys out on repeated "
+                        "bad nonces, check the nonce source and clock)",
+                        self.exchange_id,
+                        self.group,
+                    )
+                self.settle(permit, counters, started, kind)
+                return
+            message = str(exc)
+            limit = named_limit(
+                message, status, headers, self._clock.time(), self.config.lockout_duration
+            )
+            error = self.summary(type(exc).__name__, message, secrets)
+            self.settle(permit, counters, started, FAILURE, error, limit)
+        except Exception:  # a bug here must never replace the caller's own exception
+            logger.exception("ccxt_breaker failed to record an outcome")
+            self._machine.release(permit)
+
+    def summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
+        """``{type, message}`` with credentials scrubbed and the message cut short."""
+        message = self._scrub(message)
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "***")
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        return {"type": kind, "message": message}
+
+    # --- internals -----------------------------------------------------------------
+
+    def _change(self, action: Callable[[], None], cause: dict[str, str] | None) -> None:
+        m = self._machine
+        old, generation = m.state, m.generation
+        action()
+        if m.generation != generation:
+            self._announce(old, cause)
+
+    def _announce(self, old: CircuitState, cause: dict[str, str] | None) -> None:
+        m = self._machine
+        new = m.state
+        retry_after = m.retry_after(self._clock.monotonic())
+        if new is OPEN:
+            self._opened_by = cause
+        logger.log(
+            logging.WARNING if new is OPEN else logging.INFO,
+            "%s circuit %r %s -> %s (%s)%s retry_after=%s",
+            self.exchange_id,
+            self.group,
+            old.value,
+            new.value,
+            m.reason,
+            f" cause={cause['type']}: {cause['message']}" if cause else "",
+            "none (forced)" if retry_after is None else f"{retry_after:.3f}s",
+        )
+        if self._listeners:
+            event = StateChanged(
+                self.group, old.value, new.value, m.reason, cause, retry_after, self._clock.time()
+            )
+            emit(self._listeners, event)

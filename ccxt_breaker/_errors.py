@@ -1,0 +1,97 @@
+"""The breaker's exception, and the one place that judges exceptions.
+
+``CircuitOpenError`` sits inside ccxt's own hierarchy, so handlers that bots already
+have keep catching it::
+
+    ccxt.BaseError
+    ├── ccxt.ExchangeError ........... business errors: the exchange answered (success)
+    └── ccxt.OperationFailed
+        ├── ccxt.NetworkError ........ outages and limits (failure)
+        │   ├── ccxt.ExchangeNotAvailable
+        │   │   └── CircuitOpenError . no request was sent: safe to retry, even an order
+        │   ├── ccxt.RequestTimeout, ccxt.DDoSProtection, ccxt.RateLimitExceeded
+        │   └── ccxt.InvalidNonce .... neutral: a client-side clock problem
+        └── ccxt.BadResponse ......... failure
+
+:func:`verdict` maps any exception to one of three verdicts; the README's verdict
+table is its specification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import aiohttp
+import ccxt
+
+from ._kraken import OUTAGE_MARKERS
+
+__all__ = ["FAILURE", "NEUTRAL", "SUCCESS", "CircuitOpenError", "verdict"]
+
+SUCCESS: Final = 0
+FAILURE: Final = 1
+NEUTRAL: Final = 2
+
+_TRANSPORT = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt is untyped
+    """A circuit refused a call; no request of that call reached the network.
+
+    ``retry_after`` is the seconds until a probe may go, or ``None`` while the breaker
+    is forced open. ``last_error`` summarises the failure that opened it.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        endpoint: str | None,
+        retry_after: float | None,
+        last_error: dict[str, str] | None,
+        exchange_id: str = "kraken",
+    ) -> None:
+        self.group = group
+        self.endpoint = endpoint
+        self.retry_after = retry_after
+        self.last_error = last_error
+        self.exchange_id = exchange_id
+        what = f"{endpoint} was not sent" if endpoint else "the call was not made"
+        when = (
+            "it stays open until reset() (forced open)"
+            if retry_after is None
+            else f"retry after {retry_after:.3g} s"
+        )
+        cause = (
+            f"; opened by {last_error['type']}: {last_error['message']}" if last_error else ""
+        )
+        super().__init__(
+            f"{exchange_id} circuit {group!r} is open: {what}, so it is safe to retry; "
+            f"{when}{cause}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.group, self.endpoint, self.retry_after, self.last_error, self.exchange_id)
+        return (type(self), args)
+
+
+def verdict(exc: BaseException, responded: bool | None = None) -> int:
+    """Judge one attempt that raised ``exc``.
+
+    ``responded`` says whether the exchange sent an HTTP answer to this attempt: ``True``
+    or ``False`` when the ccxt hook saw it, ``None`` for a guarded coroutine that cannot
+    tell.  An error raised before anything was sent is no evidence about the exchange.
+    """
+    if not isinstance(exc, Exception) or isinstance(
+        exc, (CircuitOpenError, ccxt.InvalidNonce, ccxt.ExchangeClosedByUser)
+    ):
+        return NEUTRAL  # CancelledError and friends are BaseException
+    if isinstance(exc, (ccxt.NetworkError, ccxt.BadResponse)):
+        return FAILURE
+    if isinstance(exc, ccxt.BaseError):
+        if isinstance(exc.__cause__, _TRANSPORT):
+            return FAILURE
+        if isinstance(exc, ccxt.ExchangeError) and any(m in str(exc) for m in OUTAGE_MARKERS):
+            return FAILURE
+        return NEUTRAL if responded is False else SUCCESS
+    return FAILURE if isinstance(exc, _TRANSPORT) else NEUTRAL

@@ -1,0 +1,137 @@
+"""Kraken's failure domains: which group guards an endpoint, and what a limit closes.
+
+Kraken limits three things separately, and a limit should stop only the calls it
+covers:
+
+* ``public`` calls are limited per IP;
+* every signed call shares the per-key REST counter, except order placement and
+  cancellation, which the trading engine limits per pair (domain ``orders``);
+* a temporary lockout bans the key itself, so every signed call stops.
+
+A group's domains are those of its endpoints, so the scopes stay right when a user
+moves an endpoint to a group of their own.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "DEFAULT_GROUPS",
+    "OUTAGE_MARKERS",
+    "endpoint_table",
+    "named_limit",
+    "section_default",
+]
+
+DEFAULT_GROUPS = ("public", "private", "trading", "funding", "earn")
+
+# limit domains
+PUBLIC, REST, ORDERS = "public", "rest", "orders"
+# limit scopes: which domains a named limit closes; CALL means the caller's group only
+KEY, CALL = "key", "call"
+SCOPES: Mapping[str, frozenset[str]] = {
+    KEY: frozenset({REST, ORDERS}),
+    REST: frozenset({REST}),
+    ORDERS: frozenset({ORDERS}),
+}
+
+_TRADING = frozenset(
+    {
+        "AddOrder",
+        "AddOrderBatch",
+        "AmendOrder",
+        "EditOrder",
+        "CancelOrder",
+        "CancelAll",
+        "CancelAllOrdersAfter",
+        "CancelOrderBatch",
+    }
+)
+_FUNDING_PREFIXES = ("Deposit", "Withdraw")
+_FUNDING = frozenset({"WalletTransfer", "AccountTransfer", "CreateSubaccount"})
+
+# ccxt 4.5 leaves these as a plain ExchangeError, yet they mean the exchange is overloaded.
+OUTAGE_MARKERS = ("EService:Throttled", "EService:Deadline elapsed")
+_THROTTLED_UNTIL = re.compile(r"EService:Throttled:\s*(\d+(?:\.\d+)?)")
+
+
+def section_default(section: str) -> str:
+    """The group of an endpoint nobody listed: public sections stay public, the rest private."""
+    return "private" if section == "private" else "public"
+
+
+def _group(section: str, path: str) -> str:
+    if section != "private":
+        return "public"
+    if path in _TRADING:
+        return "trading"
+    if path.startswith(_FUNDING_PREFIXES) or path in _FUNDING:
+        return "funding"
+    if path.startswith("Earn/"):
+        return "earn"
+    return "private"
+
+
+def domain(section: str, path: str) -> str:
+    if section != "private":
+        return PUBLIC
+    return ORDERS if path in _TRADING else REST
+
+
+def endpoint_table(api: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """``{path: (section, default group, domain)}`` from ccxt's ``describe()['api']``."""
+    table: dict[str, tuple[str, str, str]] = {}
+    for section, methods in api.items():
+        for paths in methods.values():
+            names: Iterable[str] = paths.keys() if isinstance(paths, Mapping) else paths
+            for path in names:
+                table[path] = (section, _group(section, path), domain(section, path))
+    return table
+
+
+def _retry_after(headers: Mapping[str, str] | None, wall_now: float) -> float | None:
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - wall_now)
+
+
+def named_limit(
+    message: str,
+    status: int | None,
+    headers: Mapping[str, str] | None,
+    wall_now: float,
+    lockout: float,
+) -> tuple[str, float] | None:
+    """``(scope, seconds)`` when a failure is a limit that must open circuits at once.
+
+    ``seconds`` is how long the exchange says the limit lasts (0 when it names no time);
+    circuits stay open for the later of that and their normal open time.
+    """
+    if "EGeneral:Temporary lockout" in message:
+        return KEY, lockout
+    if "EAPI:Rate limit exceeded" in message:
+        return REST, 0.0
+    if "EOrder:Rate limit exceeded" in message:
+        return ORDERS, 0.0
+    throttled = _THROTTLED_UNTIL.search(message)
+    if throttled:
+        return CALL, max(0.0, float(throttled.group(1)) - wall_now)
+    if status == 429 or "EGeneral:Too many requests" in message:
+        return CALL, _retry_after(headers, wall_now) or 0.0
+    return None

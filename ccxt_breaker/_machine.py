@@ -1,0 +1,284 @@
+"""The circuit breaker state machine: pure, synchronous, and free of I/O.
+
+Every method takes ``now`` (seconds on a monotonic clock) from its caller, so the
+machine never reads a clock and tests drive it with plain numbers.
+
+Transitions::
+
+    CLOSED --(failureThreshold consecutive failures, a failure/slow-call rate
+              over the window, or a trip)-----------------------------> OPEN
+    OPEN ----(the open time has passed, on the next acquire)-----------> HALF_OPEN
+    HALF_OPEN --(successThreshold consecutive probe successes)---------> CLOSED
+    HALF_OPEN --(a failed or slow probe, or a trip)--------------------> OPEN
+    any -----(force_open)--> OPEN (forced, until reset)    any --(reset)--> CLOSED
+
+The call protocol is resilience4j's: ``acquire`` hands out a permit (the generation
+it was issued in), and the caller returns it through exactly one of ``on_success``,
+``on_failure`` or ``release``.  Every transition bumps the generation, so a result
+that comes back after a transition is ignored (gobreaker's generation counter): a
+call that started in one state never changes the counts of the next.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Callable
+
+from ._config import BreakerConfig
+
+__all__ = ["PROBE_WAIT", "CircuitState", "Machine"]
+
+# What a half-open rejection tells the caller to wait: the probe's outcome is not
+# scheduled, so this is an estimate, short enough to catch the close promptly.
+PROBE_WAIT = 1.0
+
+
+class CircuitState(str, enum.Enum):
+    """The state of a circuit; compares equal to its string value."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+_FAILED, _SLOW = 1, 2
+
+
+class _CountWindow:
+    """The outcomes of the last ``size`` calls, in a ring."""
+
+    __slots__ = ("calls", "failures", "next", "outcomes", "slow")
+
+    def __init__(self, size: int) -> None:
+        self.outcomes = bytearray(size)
+        self.next = 0
+        self.calls = self.failures = self.slow = 0
+
+    def add(self, now: float, outcome: int) -> None:
+        if self.calls == len(self.outcomes):
+            old = self.outcomes[self.next]
+            self.failures -= old & _FAILED
+            self.slow -= (old & _SLOW) >> 1
+        else:
+            self.calls += 1
+        self.outcomes[self.next] = outcome
+        self.next = (self.next + 1) % len(self.outcomes)
+        self.failures += outcome & _FAILED
+        self.slow += (outcome & _SLOW) >> 1
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        return self.calls, self.failures, self.slow
+
+
+class _TimeWindow:
+    """Outcomes of the last ``duration`` seconds, in ``BUCKETS`` equal time buckets."""
+
+    BUCKETS = 20
+    __slots__ = ("buckets", "width")
+
+    def __init__(self, duration: float) -> None:
+        self.width = duration / self.BUCKETS
+        # per bucket: [bucket number, calls, failures, slow]
+        self.buckets = [[-1, 0, 0, 0] for _ in range(self.BUCKETS)]
+
+    def add(self, now: float, outcome: int) -> None:
+        number = int(now // self.width)
+        bucket = self.buckets[number % self.BUCKETS]
+        if bucket[0] != number:
+            bucket[:] = [number, 0, 0, 0]
+        bucket[1] += 1
+        bucket[2] += outcome & _FAILED
+        bucket[3] += (outcome & _SLOW) >> 1
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        oldest = int(now // self.width) - self.BUCKETS
+        live = [b for b in self.buckets if b[0] > oldest]
+        return sum(b[1] for b in live), sum(b[2] for b in live), sum(b[3] for b in live)
+
+
+class Machine:
+    """One breaker's state. Methods take ``now``; none of them blocks or reads a clock."""
+
+    __slots__ = (
+        "_rand",
+        "_window",
+        "config",
+        "failure_count",
+        "forced",
+        "generation",
+        "in_flight",
+        "open_until",
+        "opened_at",
+        "reason",
+        "reopen_count",
+        "state",
+        "success_count",
+    )
+
+    def __init__(
+        self, config: BreakerConfig, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.config = config
+        self._rand = rand
+        self.state = CLOSED
+        self.generation = 0
+        self.forced = False
+        self.failure_count = 0  # consecutive failures while closed
+        self.success_count = 0  # consecutive probe successes while half-open
+        self.in_flight = 0  # probes out while half-open
+        self.open_until = 0.0
+        self.opened_at: float | None = None
+        self.reopen_count = 0  # opens since the circuit last closed
+        self.reason = "created"  # why the last transition happened, in words
+        self._window = self._new_window()
+
+    # --- the call protocol ---------------------------------------------------------
+
+    def acquire(self, now: float) -> int | None:
+        """A permit (the current generation) for one call, or ``None`` to reject it."""
+        state = self.state
+        if state is CLOSED:
+            return self.generation
+        if state is OPEN:
+            if self.forced or now < self.open_until:
+                return None
+            self._enter(HALF_OPEN, "open time elapsed")
+        if self.in_flight >= self.config.half_open_max_calls:
+            return None
+        self.in_flight += 1
+        return self.generation
+
+    def release(self, permit: int) -> None:
+        """Give a permit back unjudged (cancelled, neutral, or never sent)."""
+        if permit == self.generation and self.state is HALF_OPEN:
+            self.in_flight -= 1
+
+    def on_success(self, permit: int, now: float, slow: bool = False) -> None:
+        """The call got a real answer from the exchange."""
+        if permit != self.generation:
+            return
+        if self.state is CLOSED:
+            self.failure_count = 0
+            self._judge(now, _SLOW if slow else 0)
+        elif self.state is HALF_OPEN:
+            self.in_flight -= 1
+            if slow:
+                self._open(now, "slow probe")
+                return
+            self.success_count += 1
+            if self.success_count >= self.config.success_threshold:
+                self._enter(CLOSED, "probes succeeded")
+
+    def on_failure(self, permit: int, now: float, slow: bool = False) -> None:
+        """The call showed the exchange failing or overloaded."""
+        if permit != self.generation:
+            return
+        if self.state is CLOSED:
+            self.failure_count += 1
+            if self.failure_count >= self.config.failure_threshold:
+                self._open(now, "consecutive failures")
+            else:
+                self._judge(now, _FAILED | (_SLOW if slow else 0))
+        elif self.state is HALF_OPEN:
+            self.in_flight -= 1
+            self._open(now, "probe failed")
+
+    # --- orders from outside the call protocol -------------------------------------
+
+    def trip(self, now: float, until: float = 0.0) -> None:
+        """Open at once, for at least the normal open time and until ``until``.
+
+        Used when the exchange itself names a limit: a lockout or a rate limit.  An open
+        circuit stays open in the same generation, for the later of the two times.
+        """
+        if self.state is OPEN:
+            self.open_until = max(self.open_until, until)
+        else:
+            self._open(now, "limit named by the exchange", until)
+
+    def force_open(self, now: float) -> None:
+        """Open and stay open until :meth:`reset`."""
+        self._open(now, "forced open")
+        self.forced = True
+
+    def reset(self) -> None:
+        """Close, forgetting every count and the growth of the open time."""
+        self._enter(CLOSED, "reset")
+
+    # --- reading -------------------------------------------------------------------
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds until a call may go; ``None`` while forced open."""
+        if self.state is CLOSED:
+            return 0.0
+        if self.state is OPEN:
+            return None if self.forced else max(0.0, self.open_until - now)
+        return 0.0 if self.in_flight < self.config.half_open_max_calls else PROBE_WAIT
+
+    # --- internals -----------------------------------------------------------------
+
+    def _new_window(self) -> _CountWindow | _TimeWindow | None:
+        config = self.config
+        if not config.uses_window:
+            return None
+        if config.sliding_window_type == "time":
+            return _TimeWindow(config.sliding_window_duration)
+        return _CountWindow(config.sliding_window_size)
+
+    def _judge(self, now: float, outcome: int) -> None:
+        window = self._window
+        if window is None:
+            return
+        window.add(now, outcome)
+        calls, failures, slow = window.totals(now)
+        config = self.config
+        if calls < config.minimum_number_of_calls:
+            return
+        rate = config.failure_rate_threshold
+        if rate is not None and failures * 100 >= rate * calls:
+            self._open(now, "failure rate")
+        elif config.slow_call_duration is not None and (
+            slow * 100 >= config.slow_call_rate_threshold * calls
+        ):
+            self._open(now, "slow-call rate")
+
+    def _open_time(self) -> float:
+        config = self.config
+        if self.reopen_count == 0:
+            return config.reset_timeout
+        # compare logarithms: the multiplier's power overflows a float after enough reopens
+        base, cap = config.reset_timeout, config.max_reset_timeout
+        factor = config.reset_timeout_multiplier
+        if self.reopen_count * math.log(factor) >= math.log(cap / base):
+            grown = cap
+        else:
+            grown = base * factor**self.reopen_count
+        jitter = config.reset_timeout_jitter * (2 * self._rand() - 1)
+        return max(base, min(grown * (1 + jitter), cap))
+
+    def _open(self, now: float, reason: str, until: float = 0.0) -> None:
+        self.open_until = max(now + self._open_time(), until)
+        self.reopen_count += 1
+        self.opened_at = now
+        self._enter(OPEN, reason)
+
+    def _enter(self, state: CircuitState, reason: str) -> None:
+        self.generation += 1
+        self.state = state
+        self.reason = reason
+        self.in_flight = 0
+        self.success_count = 0
+        self.forced = False
+        if state is not OPEN:
+            self.failure_count = 0
+        if state is CLOSED:
+            self.reopen_count = 0
+            self.opened_at = None
+            self._window = self._new_window()

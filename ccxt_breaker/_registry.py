@@ -1,0 +1,132 @@
+"""The breakers of one exchange instance: ``exchange.circuit_breakers``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ._breaker import CircuitBreaker
+from ._config import Settings
+from ._events import Listener
+from ._kraken import DEFAULT_GROUPS, SCOPES, section_default
+
+__all__ = ["BreakerRegistry", "Route"]
+
+# Endpoints that ccxt's describe() does not list are routed by their API section; this
+# many are remembered, so that a bot calling made-up paths cannot grow the table.
+MAX_LEARNED_ROUTES = 256
+
+# (breaker or None when the group is disabled, whether the answer must be a JSON object)
+Route = tuple["CircuitBreaker | None", bool]
+
+
+class BreakerRegistry(Mapping[str, CircuitBreaker]):
+    """A read-only mapping from group name to :class:`CircuitBreaker`.
+
+    Every group exists from construction.  ``group_of(path)`` names an endpoint's
+    group, ``snapshot()`` pictures them all, and ``add_listener`` subscribes to all.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        table: Mapping[str, tuple[str, str, str]],
+        *,
+        exchange_id: str = "kraken",
+        scrub: Callable[[str], str] = str,
+    ) -> None:
+        moves = settings.endpoints if settings else {}
+        self._group_of = {path: moves.get(path, group) for path, (_, group, _) in table.items()}
+        names = [*DEFAULT_GROUPS, *sorted(set(self._group_of.values()) - set(DEFAULT_GROUPS))]
+        self._breakers: dict[str, CircuitBreaker] = {}
+        if settings is not None:
+            for name in names:
+                config = settings.for_group(name)
+                if config.enabled:
+                    self._breakers[name] = CircuitBreaker(
+                        name,
+                        config,
+                        clock=settings.clock,
+                        exchange_id=exchange_id,
+                        scrub=scrub,
+                        on_limit=self._trip_scope,
+                    )
+        domains: dict[str, set[str]] = {}
+        for path, (_, _, domain) in table.items():
+            domains.setdefault(self._group_of[path], set()).add(domain)
+        self._scopes = {
+            scope: tuple(b for g, b in self._breakers.items() if covered & domains.get(g, set()))
+            for scope, covered in SCOPES.items()
+        }
+        self._route_limit = len(table) + MAX_LEARNED_ROUTES
+        # zendesk answers with HTML articles, so only the JSON APIs must answer JSON
+        self._routes: dict[str, Route] = {
+            path: (self._breakers.get(self._group_of[path]), section in ("public", "private"))
+            for path, (section, _, _) in table.items()
+        }
+
+    # --- Mapping -------------------------------------------------------------------
+
+    def __getitem__(self, group: str) -> CircuitBreaker:
+        try:
+            return self._breakers[group]
+        except KeyError:
+            raise KeyError(_unknown("group", group, list(self._breakers))) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._breakers)
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{name}={b.state.value}" for name, b in self._breakers.items())
+        return f"<BreakerRegistry {states}>"
+
+    # --- inspection ----------------------------------------------------------------
+
+    def group_of(self, path: str) -> str:
+        """The group that guards endpoint ``path`` (as ccxt names it: 'Ticker', 'AddOrder')."""
+        try:
+            return self._group_of[path]
+        except KeyError:
+            raise KeyError(_unknown("endpoint", path, list(self._group_of))) from None
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{group: breaker.snapshot()}``, JSON-serializable."""
+        return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
+
+    def add_listener(self, listener: Listener) -> None:
+        """Subscribe ``listener`` to the events of every breaker."""
+        for breaker in self._breakers.values():
+            breaker.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        for breaker in self._breakers.values():
+            breaker.remove_listener(listener)
+
+    # --- used by the ccxt hook -----------------------------------------------------
+
+    def route(self, path: str, api: Any) -> Route:
+        """The breaker for a call to ``path`` in API section ``api`` (ccxt passes a list)."""
+        route = self._routes.get(path)
+        if route is None:
+            section = api[0] if isinstance(api, (list, tuple)) and api else str(api)
+            group = section_default(section)
+            route = (self._breakers.get(group), section in ("public", "private"))
+            if len(self._routes) < self._route_limit:
+                self._routes[path] = route
+                self._group_of[path] = group
+        return route
+
+    def _trip_scope(
+        self, origin: CircuitBreaker, scope: str, seconds: float, cause: dict[str, str]
+    ) -> None:
+        for breaker in self._scopes.get(scope, (origin,)):
+            breaker.trip(seconds, cause)
+
+
+def _unknown(kind: str, name: object, valid: list[str]) -> str:
+    hint = difflib.get_close_matches(str(name), valid, n=1)
+    return f"unknown {kind} {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
