@@ -1,10 +1,12 @@
-"""The one seam into ccxt: ``fetch2``, ``fetch`` and ``on_rest_response``.
+"""The one seam into ccxt: ``fetch2``, ``fetch``, ``sleep`` and ``on_rest_response``.
 
 * ``fetch2`` runs once per call, before ccxt's rate-limit queue: an open circuit
   rejects here, so a refused call never waits and never spends a token.
 * ``fetch`` runs once per attempt, after the queue and inside ccxt's retry loop: it
   checks again (the circuit may have opened while the call waited or between
   retries) and judges the attempt.
+* ``sleep``, between ccxt's retries, ends the call early when the next attempt
+  would be refused anyway.
 * ``on_rest_response`` hands the attempt's HTTP status and headers to the call through
   a ``ContextVar``, since ccxt's exceptions carry neither and concurrent calls would
   race on ``last_response_headers``.
@@ -206,6 +208,16 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             )
             breaker.settle(permit, counters, started, FAILURE, error)
         return response
+
+    async def sleep(self, milliseconds: Any) -> Any:
+        # Inside a call this is the delay between ccxt's retries: when the circuit has
+        # opened meanwhile, the next attempt would be refused, so end the call now.
+        call = _CALL.get()
+        if call is not None and call.permit is None:
+            call.permit = call.breaker.try_admit(call.counters, call.endpoint)
+            if call.permit is None:
+                raise _Refused
+        return await super().sleep(milliseconds)
 
     def on_rest_response(
         self,

@@ -1,0 +1,238 @@
+"""The fetch2 hook: where calls are refused, ccxt's queue and retries, half-open, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ccxt
+import pytest
+
+import ccxt_breaker
+
+from .support import Backend, FakeClock, Reply, exchange_config, make_exchange
+
+DOWN = Reply(503, "<html>down</html>")
+
+
+async def test_open_circuit_refuses_before_the_queue(backend: Backend, clock: FakeClock) -> None:
+    """A refused call never waits in ccxt's rate-limit queue nor spends a token."""
+    config = exchange_config(backend.url, clock)
+    config.update(enableRateLimit=True, rateLimit=60_000)
+    exchange = ccxt_breaker.kraken(config)
+    exchange.circuit_breakers["public"].force_open()
+    throttled: list[Any] = []
+    exchange.throttle = lambda cost=None: throttled.append(cost)
+    started = time.perf_counter()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    assert time.perf_counter() - started < 0.05
+    assert (throttled, backend.hits["Time"]) == ([], 0)
+    await exchange.close()
+
+
+async def test_call_queued_when_the_circuit_opened_is_refused(backend: Backend,
+                                                              clock: FakeClock) -> None:
+    """Calls already waiting in ccxt's queue when their circuit opens are refused unsent."""
+    config = exchange_config(backend.url, clock, failureThreshold=1)
+    config.update(enableRateLimit=True, rateLimit=40)
+    exchange = ccxt_breaker.kraken(config)
+    backend.always("Time", DOWN)
+    results = await asyncio.gather(*(exchange.publicGetTime() for _ in range(5)),
+                                   return_exceptions=True)
+    await exchange.close()
+    assert [type(r) for r in results] == [ccxt.ExchangeNotAvailable] + [
+        ccxt_breaker.CircuitOpenError] * 4
+    assert backend.hits["Time"] == 1
+    assert exchange.circuit_breakers["public"].snapshot()["rejected"] == 4
+
+
+async def test_every_retry_counts_and_stops_when_open(backend: Backend, clock: FakeClock) -> None:
+    """ccxt's retries each count; once the circuit opens no further attempt goes out, and the
+    caller gets the last attempt's error, since a request did go out."""
+    config = exchange_config(backend.url, clock, failureThreshold=2)
+    config["options"]["maxRetriesOnFailure"] = 5
+    exchange = ccxt_breaker.kraken(config)
+    backend.always("AddOrder", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await exchange.privatePostAddOrder({"pair": "XBTUSD"})
+    await exchange.close()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    assert backend.hits["AddOrder"] == 2
+    assert exchange.circuit_breakers["trading"].snapshot()["calls"] == 2
+
+
+async def test_ccxt_never_retries_a_rejection(backend: Backend, clock: FakeClock) -> None:
+    """A CircuitOpenError is not retried by ccxt's loop, and no retry delay is slept."""
+    config = exchange_config(backend.url, clock)
+    config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=10_000)
+    exchange = ccxt_breaker.kraken(config)
+    exchange.circuit_breakers["public"].force_open()
+    started = time.perf_counter()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    assert time.perf_counter() - started < 1
+    assert exchange.circuit_breakers["public"].snapshot()["rejected"] == 1
+    await exchange.close()
+
+
+async def test_retry_refused_mid_call_does_not_sleep(backend: Backend, clock: FakeClock) -> None:
+    """When the circuit opens between ccxt's retries, the call ends at once with the last
+    error instead of sleeping through the remaining retry delays."""
+    config = exchange_config(backend.url, clock, failureThreshold=1)
+    config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=200)
+    exchange = ccxt_breaker.kraken(config)
+    backend.always("Time", DOWN)
+    started = time.perf_counter()
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    assert time.perf_counter() - started < 0.15
+    assert backend.hits["Time"] == 1
+    await exchange.close()
+
+
+async def test_half_open_probe_closes_after_success_threshold(backend: Backend,
+                                                              clock: FakeClock) -> None:
+    """After the open time one probe goes; successThreshold probe successes close."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1, successThreshold=2)
+    breaker = exchange.circuit_breakers["public"]
+    backend.script("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    with pytest.raises(ccxt_breaker.CircuitOpenError) as caught:
+        await exchange.publicGetTime()
+    assert caught.value.retry_after == pytest.approx(30.0)
+    clock.advance(30.0)
+    await exchange.publicGetTime()
+    assert breaker.state == "half_open"
+    await exchange.publicGetTime()
+    assert breaker.state == "closed"
+    assert backend.hits["Time"] == 3
+    await exchange.close()
+
+
+async def test_half_open_admits_one_probe_among_concurrent_calls(backend: Backend,
+                                                                 clock: FakeClock) -> None:
+    """While the probe is in flight every other call is refused at once."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    breaker = exchange.circuit_breakers["public"]
+    breaker.trip(0.0, {"type": "T", "message": "m"})
+    clock.advance(30.0)
+    backend.gate = asyncio.Event()
+    probe = asyncio.ensure_future(exchange.publicGetTime())
+    await asyncio.sleep(0.05)
+    others = await asyncio.gather(*(exchange.publicGetTime() for _ in range(20)),
+                                  return_exceptions=True)
+    assert all(isinstance(r, ccxt_breaker.CircuitOpenError) for r in others)
+    backend.gate.set()
+    await probe
+    assert backend.hits["Time"] == 1
+    await exchange.close()
+
+
+async def test_failed_probe_reopens_for_longer(backend: Backend, clock: FakeClock) -> None:
+    """A failed probe re-opens the circuit, and the open time grows."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1, resetTimeoutJitter=0)
+    backend.always("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    clock.advance(30.0)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    breaker = exchange.circuit_breakers["public"]
+    assert (breaker.state, breaker.retry_after) == ("open", 60.0)
+    await exchange.close()
+
+
+async def test_groups_are_independent(backend: Backend, clock: FakeClock) -> None:
+    """An outage of the private API leaves market data flowing."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    backend.always("Balance", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.privatePostBalance()
+    await exchange.publicGetTime()
+    states = {g: b.state.value for g, b in exchange.circuit_breakers.items()}
+    assert states == {"public": "closed", "private": "open", "trading": "closed",
+                      "funding": "closed", "earn": "closed"}
+    await exchange.close()
+
+
+KEYED = {"private", "trading", "funding", "earn"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reply", "opened", "retry_after"),
+    [
+        ("Balance", Reply.kraken_error("EGeneral:Temporary lockout"), KEYED, 900.0),
+        ("AddOrder", Reply.kraken_error("EGeneral:Temporary lockout"), KEYED, 900.0),
+        ("Balance", Reply.kraken_error("EAPI:Rate limit exceeded"), KEYED - {"trading"}, 30.0),
+        ("AddOrder", Reply.kraken_error("EOrder:Rate limit exceeded"), {"trading"}, 30.0),
+        ("Ticker", Reply(429, "Too many requests", headers={"Retry-After": "120"}), {"public"},
+         120.0),
+        ("Balance", Reply.kraken_error("EGeneral:Too many requests", status=429,
+                                       headers={"Retry-After": "45"}), {"private"}, 45.0),
+        ("Ticker", Reply(429, "slow down"), {"public"}, 30.0),
+        ("AddOrder", Reply.kraken_error("EService:Throttled: {throttled}"), {"trading"}, 90.0),
+    ],
+)
+async def test_limits_open_their_domain_at_once(backend: Backend, clock: FakeClock,
+                                                endpoint: str, reply: Reply, opened: set[str],
+                                                retry_after: float) -> None:
+    """Rate limits and lockouts open at once, across Kraken's limit domain, for the later of
+    the time the exchange names and the normal open time."""
+    if isinstance(reply.body, dict):
+        reply.body["error"] = [e.format(throttled=int(clock.time()) + 90)
+                               for e in reply.body["error"]]
+    backend.script(endpoint, reply)
+    exchange = make_exchange(backend.url, clock, resetTimeoutJitter=0)
+    section = "public" if endpoint == "Ticker" else "private"
+    with pytest.raises(ccxt.BaseError):
+        await exchange.fetch2(endpoint, [section], "GET" if section == "public" else "POST")
+    await exchange.close()
+    breakers = exchange.circuit_breakers
+    assert {g for g, b in breakers.items() if b.state == "open"} == opened
+    assert {round(breakers[g].retry_after or 0) for g in opened} == {retry_after}
+
+
+async def test_lockout_duration_is_configurable(backend: Backend, clock: FakeClock) -> None:
+    """lockoutDuration (ms) sets how long a temporary lockout keeps keyed groups open."""
+    backend.script("Balance", Reply.kraken_error("EGeneral:Temporary lockout"))
+    exchange = make_exchange(backend.url, clock, lockoutDuration=120_000)
+    with pytest.raises(ccxt.DDoSProtection):
+        await exchange.privatePostBalance()
+    await exchange.close()
+    assert exchange.circuit_breakers["funding"].retry_after == 120.0
+
+
+async def test_concurrent_calls_keep_their_own_status_and_headers(backend: Backend,
+                                                                  clock: FakeClock) -> None:
+    """Each call's Retry-After is its own, even while other calls run concurrently."""
+    exchange = make_exchange(
+        backend.url, clock, endpoints={"Ticker": "tickers", "Depth": "books"})
+    backend.script("Ticker", Reply(429, "x", headers={"Retry-After": "100"}, delay=0.05))
+    backend.script("Depth", Reply(429, "x", headers={"Retry-After": "200"}))
+    backend.script("Trades", Reply(200, {"error": [], "result": {}}, delay=0.02))
+    await asyncio.gather(exchange.publicGetTicker(), exchange.publicGetDepth(),
+                         exchange.publicGetTrades(), return_exceptions=True)
+    await exchange.close()
+    breakers = exchange.circuit_breakers
+    assert (breakers["tickers"].retry_after, breakers["books"].retry_after) == (100.0, 200.0)
+    assert breakers["public"].state == "closed"
+
+
+async def test_disabled_groups_and_flag_pass_straight_through(backend: Backend) -> None:
+    """circuitBreaker False, or a group with enabled False, adds no breaker at all."""
+    config = exchange_config(backend.url)
+    off = ccxt_breaker.kraken({**config, "options": {"circuitBreaker": False}})
+    assert dict(off.circuit_breakers) == {}
+    assert off.circuit_breakers.group_of("Ticker") == "public"
+    backend.always("Time", DOWN)
+    for _ in range(7):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            await off.publicGetTime()
+    partial = make_exchange(backend.url, groups={"public": {"enabled": False}})
+    assert "public" not in partial.circuit_breakers
+    await off.close()
+    await partial.close()
+    assert backend.hits["Time"] == 7
