@@ -138,23 +138,24 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             return BreakerRegistry(None, _table(self))
         return registry
 
+    # The rest of the arguments pass through untouched: ccxt 4.5.0 also takes headers
+    # and body here, later releases do not.
     async def fetch2(
         self,
         path: str,
-        api: Any = ["public"],  # noqa: B006  # ccxt's own signature and default
-        method: str = "GET",
-        params: Any = {},  # noqa: B006
-        config: Any = {},  # noqa: B006
+        api: Any = ["public"],  # noqa: B006  # ccxt's own default
+        *args: Any,
+        **kwargs: Any,
     ) -> Any:
         registry = self._circuit_breakers
         breaker, json = registry.route(path, api) if registry is not None else (None, False)
         if breaker is None:
-            return await super().fetch2(path, api, method, params, config)
+            return await super().fetch2(path, api, *args, **kwargs)
         counters = breaker.counters(path)
         call = _Call(breaker, counters, path, json, breaker.admit(counters, path))
         token = _CALL.set(call)
         try:
-            return await super().fetch2(path, api, method, params, config)
+            return await super().fetch2(path, api, *args, **kwargs)
         except _Refused:
             pass
         finally:

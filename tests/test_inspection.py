@@ -1,0 +1,247 @@
+"""What users see and steer: snapshots, events, logs, manual control, guarding coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+from typing import Any
+
+import ccxt
+import pytest
+
+import ccxt_breaker
+from ccxt_breaker import CallRejected, CircuitBreaker, CircuitOpenError, StateChanged
+from ccxt_breaker._config import BreakerConfig
+
+from .support import Backend, FakeClock, Reply, make_exchange
+
+DOWN = Reply(503, "<html>down</html>")
+REQUIRED = {"group", "state", "failure_count", "success_count", "last_failure_time", "opened_at",
+            "retry_after", "last_error", "calls", "failures", "rejected", "endpoints"}
+
+
+async def test_every_group_exists_before_the_first_call(backend: Backend) -> None:
+    """Inspection shows all five default groups, closed, before any call is made."""
+    exchange = make_exchange(backend.url)
+    snapshot = exchange.circuit_breakers.snapshot()
+    await exchange.close()
+    assert list(snapshot) == ["public", "private", "trading", "funding", "earn"]
+    assert {s["state"] for s in snapshot.values()} == {"closed"}
+    assert all(set(s) >= REQUIRED for s in snapshot.values())
+
+
+async def test_snapshot_is_json_and_counts_per_endpoint(backend: Backend,
+                                                        clock: FakeClock) -> None:
+    """snapshot() is JSON-serializable and counts calls, failures and rejections per endpoint."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=2)
+    backend.script("Ticker", DOWN, DOWN)
+    await exchange.publicGetTime()
+    for _ in range(3):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            await exchange.publicGetTicker()
+    await exchange.close()
+    snap = json.loads(json.dumps(exchange.circuit_breakers.snapshot()))["public"]
+    assert snap["endpoints"] == {"Time": {"calls": 1, "failures": 0, "rejected": 0},
+                                 "Ticker": {"calls": 2, "failures": 2, "rejected": 1}}
+    assert (snap["calls"], snap["failures"], snap["rejected"]) == (3, 2, 1)
+    assert snap["state"] == "open"
+    assert snap["opened_at"] == pytest.approx(clock.time())
+    assert snap["last_failure_time"] == pytest.approx(clock.time())
+    assert snap["retry_after"] == 30.0
+    assert snap["last_error"]["type"] == "ExchangeNotAvailable"
+
+
+async def test_state_compares_as_a_string(backend: Backend) -> None:
+    """breaker.state is a str enum: 'closed', 'open' or 'half_open'."""
+    exchange = make_exchange(backend.url)
+    breaker = exchange.circuit_breakers["trading"]
+    assert breaker.state == "closed"
+    breaker.force_open()
+    assert breaker.state == ccxt_breaker.CircuitState.OPEN == "open"
+    await exchange.close()
+
+
+async def test_force_open_until_reset(backend: Backend, clock: FakeClock) -> None:
+    """force_open refuses every call, with retry_after None, until reset()."""
+    exchange = make_exchange(backend.url, clock)
+    breaker = exchange.circuit_breakers["public"]
+    breaker.force_open()
+    clock.advance(10_000)
+    with pytest.raises(CircuitOpenError) as caught:
+        await exchange.publicGetTime()
+    assert caught.value.retry_after is None
+    assert "reset()" in str(caught.value)
+    breaker.reset()
+    await exchange.publicGetTime()
+    await exchange.close()
+    assert backend.hits["Time"] == 1
+
+
+async def test_circuit_open_error_carries_what_a_bot_needs(backend: Backend,
+                                                          clock: FakeClock) -> None:
+    """CircuitOpenError is an ExchangeNotAvailable with group, endpoint, retry_after and the
+    error that opened the circuit, and says that nothing was sent."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    backend.script("AddOrder", Reply.kraken_error("EService:Unavailable"))
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.privatePostAddOrder()
+    clock.advance(5)
+    with pytest.raises(ccxt.NetworkError) as caught:
+        await exchange.privatePostAddOrder()
+    await exchange.close()
+    error = caught.value
+    assert isinstance(error, CircuitOpenError)
+    assert (error.group, error.endpoint, error.retry_after) == ("trading", "AddOrder", 25.0)
+    assert error.last_error == {"type": "ExchangeNotAvailable",
+                                "message": 'kraken {"error": ["EService:Unavailable"]}'}
+    assert "not sent" in str(error)
+    assert "safe to retry" in str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.group, str(copy)) == (error.group, str(error))
+
+
+async def test_transitions_are_logged(backend: Backend, clock: FakeClock,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Opening logs a WARNING naming group, cause and retry_after; other changes log INFO."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1, successThreshold=1)
+    backend.script("Time", DOWN)
+    with caplog.at_level(logging.INFO, "ccxt_breaker"):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            await exchange.publicGetTime()
+        clock.advance(30)
+        await exchange.publicGetTime()
+    await exchange.close()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "ccxt_breaker"]
+    assert [level for level, _ in lines] == ["WARNING", "INFO", "INFO"]
+    opened = lines[0][1]
+    assert "'public'" in opened
+    assert "ExchangeNotAvailable" in opened
+    assert "retry_after=30.000s" in opened
+    assert "half_open -> closed" in lines[2][1]
+
+
+async def test_listeners_get_frozen_events(backend: Backend, clock: FakeClock) -> None:
+    """Sync and async listeners receive frozen StateChanged and CallRejected events."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    seen: list[Any] = []
+    async_seen: list[Any] = []
+
+    async def async_listener(event: Any) -> None:
+        async_seen.append(event)
+
+    exchange.circuit_breakers.add_listener(seen.append)
+    exchange.circuit_breakers.add_listener(async_listener)
+    backend.script("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    with pytest.raises(CircuitOpenError):
+        await exchange.publicGetTime()
+    await asyncio.sleep(0)
+    await exchange.close()
+    assert [type(e) for e in seen] == [StateChanged, CallRejected]
+    assert async_seen == seen
+    change, rejection = seen
+    assert (change.group, change.old_state, change.new_state, change.reason) == (
+        "public", "closed", "open", "consecutive failures")
+    assert (rejection.endpoint, rejection.retry_after, rejection.shadow) == ("Time", 30.0, False)
+    with pytest.raises(AttributeError):
+        change.group = "x"
+
+
+async def test_a_raising_listener_never_breaks_a_call(backend: Backend, clock: FakeClock,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises is logged, and the caller still gets ccxt's own outcome."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+
+    def bad(event: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    exchange.circuit_breakers.add_listener(bad)
+    backend.script("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    with pytest.raises(CircuitOpenError):
+        await exchange.publicGetTime()
+    await exchange.close()
+    assert any("listener" in r.getMessage() for r in caplog.records)
+
+
+async def test_shadow_mode_records_but_never_rejects(backend: Backend, clock: FakeClock) -> None:
+    """In shadow mode calls always go out, while states, events and would-be rejections are
+    recorded as if the breaker were live."""
+    exchange = make_exchange(backend.url, clock, failureThreshold=1, shadowMode=True)
+    events: list[Any] = []
+    exchange.circuit_breakers.add_listener(events.append)
+    backend.always("Time", DOWN)
+    for _ in range(3):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            await exchange.publicGetTime()
+    await exchange.close()
+    snap = exchange.circuit_breakers["public"].snapshot()
+    assert backend.hits["Time"] == 3
+    assert (snap["state"], snap["rejected"], snap["shadow_mode"]) == ("open", 2, True)
+    assert [getattr(e, "shadow", None) for e in events] == [None, True, True]
+
+
+def breaker(clock: FakeClock, **config: Any) -> CircuitBreaker:
+    return CircuitBreaker("ws", BreakerConfig(**config), clock=clock)
+
+
+async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
+    """breaker.call applies the same verdicts and refuses without calling once open."""
+    guard = breaker(clock, failure_threshold=2)
+    calls: list[str] = []
+
+    async def connect(kind: str) -> str:
+        calls.append(kind)
+        if kind == "down":
+            raise ConnectionResetError("reset by peer")
+        if kind == "business":
+            raise ccxt.InsufficientFunds("no money")
+        return "ok"
+
+    assert await guard.call(connect, "up") == "ok"
+    with pytest.raises(ccxt.InsufficientFunds):
+        await guard.call(connect, "business")
+    for _ in range(2):
+        with pytest.raises(ConnectionResetError):
+            await guard.call(connect, kind="down")
+    with pytest.raises(CircuitOpenError) as caught:
+        await guard.call(connect, "up")
+    assert (caught.value.group, caught.value.endpoint) == ("ws", "connect")
+    assert calls == ["up", "business", "down", "down"]
+
+
+async def test_async_with_guards_a_block(clock: FakeClock) -> None:
+    """async with breaker: counts the block's outcome and refuses to enter once open."""
+    guard = breaker(clock, failure_threshold=1, success_threshold=1)
+    with pytest.raises(TimeoutError):
+        async with guard:
+            raise TimeoutError
+    assert guard.state == "open"
+    with pytest.raises(CircuitOpenError):
+        async with guard:
+            pytest.fail("the block ran while open")
+    clock.advance(30)
+    async with guard:
+        pass
+    assert guard.state == "closed"
+
+
+async def test_async_with_nests_and_interleaves(clock: FakeClock) -> None:
+    """Nested and concurrent async-with blocks each settle their own permit."""
+    guard = breaker(clock, failure_threshold=1, half_open_max_calls=2, success_threshold=2)
+    guard.trip(0.0, {"type": "T", "message": "m"})
+    clock.advance(30)
+
+    async def block(fail: bool) -> None:
+        async with guard:
+            await asyncio.sleep(0.01)
+            if fail:
+                raise ValueError("not evidence")  # neutral: releases the probe
+
+    await asyncio.gather(block(True), block(False), return_exceptions=True)
+    assert guard.snapshot()["half_open_in_flight"] == 0
+    assert guard.snapshot()["success_count"] == 1
