@@ -45,7 +45,8 @@ def test_endpoint_moves_create_groups() -> None:
 @pytest.mark.parametrize(
     ("path", "group"),
     [("Ticker", "public"), ("360000292886", "public"), ("Balance", "private"),
-     ("GetWebSocketsToken", "private"), ("AddOrder", "trading"), ("CancelAllOrdersAfter", "trading"),
+     ("GetWebSocketsToken", "private"), ("AddOrder", "trading"),
+     ("CancelAllOrdersAfter", "trading"),
      ("EditOrder", "trading"), ("DepositAddresses", "funding"), ("WithdrawCancel", "funding"),
      ("WalletTransfer", "funding"), ("CreateSubaccount", "funding"),
      ("AccountTransfer", "funding"), ("Earn/Allocate", "earn"), ("Earn/Strategies", "earn")],
