@@ -35,15 +35,12 @@ __all__ = ["PROBE_WAIT", "CircuitState", "Machine"]
 PROBE_WAIT = 1.0
 
 
-class CircuitState(str, enum.Enum):
+class CircuitState(enum.StrEnum):
     """The state of a circuit; compares equal to its string value."""
 
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
