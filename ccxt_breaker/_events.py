@@ -63,7 +63,7 @@ _pending: set[asyncio.Task[Any]] = set()
 async def _bounded(awaitable: Awaitable[Any], name: str) -> None:
     try:
         await asyncio.wait_for(awaitable, LISTENER_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         logger.error("listener %s timed out after %.0f s", name, LISTENER_TIMEOUT)
     except Exception:
         logger.exception("listener %s raised", name)
