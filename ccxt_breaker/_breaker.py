@@ -36,10 +36,10 @@ MAX_MESSAGE = 300
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# (breaker, permit, counters, started) of each `async with breaker:` open in this task
-_GUARDS: ContextVar[tuple[tuple[CircuitBreaker, int, list[int], float], ...]] = ContextVar(
-    "ccxt_breaker_guards", default=()
-)
+# The `async with breaker:` blocks open in this task, innermost first, as linked
+# (breaker, permit, counters, started, outer) entries.
+_Guard = tuple["CircuitBreaker", int, list[int], float, "_Guard | None"]
+_GUARDS: ContextVar[_Guard | None] = ContextVar("ccxt_breaker_guards", default=None)
 
 LimitHandler = Callable[["CircuitBreaker", str, float, dict[str, str]], None]
 
@@ -60,16 +60,16 @@ class CircuitBreaker:
         "_clock",
         "_endpoints",
         "_listeners",
-        "_machine",
         "_on_limit",
         "_opened_by",
         "_scrub",
-        "_timed",
         "config",
         "exchange_id",
         "group",
         "last_error",
         "last_failure_time",
+        "machine",
+        "timed",
     )
 
     def __init__(
@@ -87,10 +87,10 @@ class CircuitBreaker:
         self.config = config or BreakerConfig()
         self.exchange_id = exchange_id
         self._clock = clock or SystemClock()
-        self._machine = Machine(self.config, rand)
+        self.machine = Machine(self.config, rand)
         self._scrub = scrub
         self._on_limit = on_limit
-        self._timed = self.config.slow_call_duration is not None
+        self.timed = self.config.slow_call_duration is not None
         self._listeners: tuple[Listener, ...] = ()
         self._endpoints: dict[str, list[int]] = {}  # endpoint -> [calls, failures, rejected]
         self._opened_by: dict[str, str] | None = None
@@ -98,23 +98,23 @@ class CircuitBreaker:
         self.last_failure_time: float | None = None
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.group!r} {self._machine.state.value}>"
+        return f"<CircuitBreaker {self.group!r} {self.machine.state.value}>"
 
     # --- reading -------------------------------------------------------------------
 
     @property
     def state(self) -> CircuitState:
         """``'closed'``, ``'open'`` or ``'half_open'`` (a str enum)."""
-        return self._machine.state
+        return self.machine.state
 
     @property
     def retry_after(self) -> float | None:
         """Seconds until a call may go: 0 when one may go now, ``None`` while forced open."""
-        return self._machine.retry_after(self._clock.monotonic())
+        return self.machine.retry_after(self._clock.monotonic())
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-serializable picture of this breaker; contains no credentials."""
-        m = self._machine
+        m = self.machine
         now, wall = self._clock.monotonic(), self._clock.time()
         counters = self._endpoints.values()
         return {
@@ -146,17 +146,17 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         """Close the circuit and forget its counts; ends a forced open."""
-        self._change(self._machine.reset, None)
+        self._change(self.machine.reset, None)
 
     def force_open(self) -> None:
         """Open the circuit and keep it open until :meth:`reset`."""
         cause = {"type": "ForcedOpen", "message": "force_open() was called"}
-        self._change(lambda: self._machine.force_open(self._clock.monotonic()), cause)
+        self._change(lambda: self.machine.force_open(self._clock.monotonic()), cause)
 
     def trip(self, seconds: float, cause: dict[str, str]) -> None:
         """Open at once for at least ``seconds`` (a limit the exchange named)."""
         now = self._clock.monotonic()
-        self._change(lambda: self._machine.trip(now, now + seconds), cause)
+        self._change(lambda: self.machine.trip(now, now + seconds), cause)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on every transition and rejection of this breaker."""
@@ -172,7 +172,7 @@ class CircuitBreaker:
     ) -> T:
         """Await ``fn(*args, **kwargs)`` under this breaker, with the same verdict rules."""
         name = getattr(fn, "__name__", "call")
-        counters = self.counters(name)
+        counters = self._endpoints.get(name) or self.counters(name)
         permit = self.admit(counters, name)
         started = self.start(counters)
         try:
@@ -184,9 +184,9 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        counters = self.counters("async with")
+        counters = self._endpoints.get("async with") or self.counters("async with")
         permit = self.admit(counters, None)
-        _GUARDS.set((*_GUARDS.get(), (self, permit, counters, self.start(counters))))
+        _GUARDS.set((self, permit, counters, self.start(counters), _GUARDS.get()))
         return self
 
     async def __aexit__(
@@ -195,10 +195,12 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        guards = _GUARDS.get()
-        mine = max(i for i, guard in enumerate(guards) if guard[0] is self)
-        _, permit, counters, started = guards[mine]
-        _GUARDS.set(guards[:mine] + guards[mine + 1 :])
+        guard = _GUARDS.get()
+        # blocks in one task exit in reverse order, so this block's entry is on top
+        if guard is None or guard[0] is not self:
+            raise RuntimeError(f"{self!r} exited a block it did not enter")
+        _, permit, counters, started, outer = guard
+        _GUARDS.set(outer)
         if exc is None:
             self.settle(permit, counters, started, SUCCESS)
         else:
@@ -217,6 +219,8 @@ class CircuitBreaker:
 
     def admit(self, counters: list[int], endpoint: str | None) -> int:
         """A permit for a new call, or :class:`CircuitOpenError`."""
+        if self.machine.state is CircuitState.CLOSED:  # the hot path of try_admit()
+            return self.machine.generation
         permit = self.try_admit(counters, endpoint)
         if permit is None:
             raise self.rejection(endpoint)
@@ -224,14 +228,14 @@ class CircuitBreaker:
 
     def rejection(self, endpoint: str | None) -> CircuitOpenError:
         """The error for a call this breaker refused."""
-        retry_after = self._machine.retry_after(self._clock.monotonic())
+        retry_after = self.machine.retry_after(self._clock.monotonic())
         return CircuitOpenError(
             self.group, endpoint, retry_after, self._opened_by, self.exchange_id
         )
 
     def try_admit(self, counters: list[int], endpoint: str | None) -> int | None:
         """A permit, or ``None`` after counting (and reporting) the rejection."""
-        m = self._machine
+        m = self.machine
         if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
             return m.generation
         old, generation = m.state, m.generation
@@ -255,18 +259,14 @@ class CircuitBreaker:
             emit(self._listeners, event)
         return SHADOW if shadow else None
 
-    def is_current(self, permit: int) -> bool:
-        """Whether ``permit`` was issued in this generation (or passed by shadow mode)."""
-        return permit == self._machine.generation or permit == SHADOW
-
     def start(self, counters: list[int]) -> float:
         """Count an attempt as sent; returns its start time when slow calls are timed."""
         counters[0] += 1
-        return self._clock.monotonic() if self._timed else 0.0
+        return self._clock.monotonic() if self.timed else 0.0
 
     def release(self, permit: int) -> None:
         """Give back a permit that was never used for a request."""
-        self._machine.release(permit)
+        self.machine.release(permit)
 
     def settle(
         self,
@@ -278,9 +278,11 @@ class CircuitBreaker:
         limit: tuple[str, float] | None = None,
     ) -> None:
         """Record the outcome of an attempt that holds ``permit``."""
-        m = self._machine
+        m = self.machine
+        if kind == SUCCESS and not self.timed and m.on_quick_success(permit):
+            return
         slow = False
-        if self._timed:
+        if self.timed:
             duration = self.config.slow_call_duration
             slow = duration is not None and self._clock.monotonic() - started >= duration
         if kind == SUCCESS:
@@ -337,7 +339,7 @@ class CircuitBreaker:
             self.settle(permit, counters, started, FAILURE, error, limit)
         except Exception:  # a bug here must never replace the caller's own exception
             logger.exception("ccxt_breaker failed to record an outcome")
-            self._machine.release(permit)
+            self.machine.release(permit)
 
     def summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
         """``{type, message}`` with credentials scrubbed and the message cut short."""
@@ -352,14 +354,14 @@ class CircuitBreaker:
     # --- internals -----------------------------------------------------------------
 
     def _change(self, action: Callable[[], None], cause: dict[str, str] | None) -> None:
-        m = self._machine
+        m = self.machine
         old, generation = m.state, m.generation
         action()
         if m.generation != generation:
             self._announce(old, cause)
 
     def _announce(self, old: CircuitState, cause: dict[str, str] | None) -> None:
-        m = self._machine
+        m = self.machine
         new = m.state
         retry_after = m.retry_after(self._clock.monotonic())
         if new is OPEN:

@@ -56,19 +56,25 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         self.retry_after = retry_after
         self.last_error = last_error
         self.exchange_id = exchange_id
-        what = f"{endpoint} was not sent" if endpoint else "the call was not made"
+        super().__init__()
+
+    # Built on demand: a bot that rejects thousands of calls a second rarely prints them.
+    def __str__(self) -> str:
+        what = f"{self.endpoint} was not sent" if self.endpoint else "the call was not made"
         when = (
             "it stays open until reset() (forced open)"
-            if retry_after is None
-            else f"retry after {retry_after:.3g} s"
+            if self.retry_after is None
+            else f"retry after {self.retry_after:.3g} s"
         )
-        cause = (
-            f"; opened by {last_error['type']}: {last_error['message']}" if last_error else ""
+        error = self.last_error
+        cause = f"; opened by {error['type']}: {error['message']}" if error else ""
+        return (
+            f"{self.exchange_id} circuit {self.group!r} is open: {what}, so it is safe to "
+            f"retry; {when}{cause}"
         )
-        super().__init__(
-            f"{exchange_id} circuit {group!r} is open: {what}, so it is safe to retry; "
-            f"{when}{cause}"
-        )
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError({self.group!r}, {self.endpoint!r}, {self.retry_after!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.group, self.endpoint, self.retry_after, self.last_error, self.exchange_id)

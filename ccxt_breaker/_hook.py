@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 import ccxt
 import ccxt.async_support
 
-from ._breaker import CircuitBreaker
+from ._breaker import SHADOW, CircuitBreaker
 from ._config import parse_settings
 from ._errors import FAILURE, SUCCESS
 from ._kraken import endpoint_table
-from ._registry import BreakerRegistry
+from ._machine import CLOSED
+from ._registry import BreakerRegistry, Route
 
 __all__ = ["BreakerMixin", "install", "kraken", "uninstall"]
 
@@ -43,24 +44,11 @@ class _Refused(BaseException):
 class _Call:
     """What one ``fetch2`` call knows across its attempts."""
 
-    __slots__ = (
-        "breaker",
-        "counters",
-        "endpoint",
-        "headers",
-        "json",
-        "last_error",
-        "permit",
-        "status",
-    )
+    __slots__ = ("breaker", "headers", "last_error", "permit", "route", "status")
 
-    def __init__(
-        self, breaker: CircuitBreaker, counters: list[int], endpoint: str, json: bool, permit: int
-    ) -> None:
+    def __init__(self, route: Route, breaker: CircuitBreaker, permit: int) -> None:
+        self.route = route
         self.breaker = breaker
-        self.counters = counters
-        self.endpoint = endpoint
-        self.json = json
         self.permit: int | None = permit  # held until an attempt takes it
         self.last_error: BaseException | None = None
         self.status: int | None = None
@@ -148,11 +136,16 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         **kwargs: Any,
     ) -> Any:
         registry = self._circuit_breakers
-        breaker, json = registry.route(path, api) if registry is not None else (None, False)
-        if breaker is None:
+        route = None if registry is None else registry.routes.get(path) or registry.route(path, api)
+        if route is None or route.breaker is None:
             return await super().fetch2(path, api, *args, **kwargs)
-        counters = breaker.counters(path)
-        call = _Call(breaker, counters, path, json, breaker.admit(counters, path))
+        breaker = route.breaker
+        machine = breaker.machine
+        if machine.state is CLOSED:  # the hot path of admit()
+            permit = machine.generation
+        else:
+            permit = breaker.admit(route.counters or route.count(), path)
+        call = _Call(route, breaker, permit)
         token = _CALL.set(call)
         try:
             return await super().fetch2(path, api, *args, **kwargs)
@@ -175,13 +168,15 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         call = _CALL.get()
         if call is None:
             return await super().fetch(url, method, headers, body)
-        breaker, counters = call.breaker, call.counters
+        route, breaker = call.route, call.breaker
+        counters = route.counters or route.count()
         permit = call.permit
         call.permit = None  # this attempt owns the permit from here on
-        if permit is None or not breaker.is_current(permit):
+        # A permit from an earlier generation is stale: the circuit changed while queued.
+        if permit is None or (permit != breaker.machine.generation and permit != SHADOW):
             if permit is not None:
                 breaker.release(permit)
-            permit = breaker.try_admit(counters, call.endpoint)
+            permit = breaker.try_admit(counters, route.endpoint)
             if permit is None:
                 raise _Refused
         call.status = call.headers = None
@@ -201,7 +196,7 @@ class BreakerMixin(_Base):  # type: ignore[misc]
                 secrets=_request_secrets(headers),
             )
             raise
-        if type(response) is dict or not call.json:
+        if type(response) is dict or not route.json:
             breaker.settle(permit, counters, started, SUCCESS)
         else:  # ccxt returns Cloudflare HTML or an empty body silently
             error = breaker.summary(
@@ -215,7 +210,8 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         # opened meanwhile, the next attempt would be refused, so end the call now.
         call = _CALL.get()
         if call is not None and call.permit is None:
-            call.permit = call.breaker.try_admit(call.counters, call.endpoint)
+            route = call.route
+            call.permit = call.breaker.try_admit(route.count(), route.endpoint)
             if call.permit is None:
                 raise _Refused
         return await super().sleep(milliseconds)

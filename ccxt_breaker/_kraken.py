@@ -54,8 +54,14 @@ _TRADING = frozenset(
 _FUNDING_PREFIXES = ("Deposit", "Withdraw")
 _FUNDING = frozenset({"WalletTransfer", "AccountTransfer", "CreateSubaccount"})
 
-# ccxt 4.5 leaves these as a plain ExchangeError, yet they mean the exchange is overloaded.
-OUTAGE_MARKERS = ("EService:Throttled", "EService:Deadline elapsed")
+# ccxt leaves these as a plain ExchangeError, yet they mean the exchange is overloaded
+# or in maintenance (ccxt before 4.5.90 does not map the market modes to OnMaintenance).
+OUTAGE_MARKERS = (
+    "EService:Throttled",
+    "EService:Deadline elapsed",
+    "EService:Market in post_only mode",
+    "EService:Market in cancel_only mode",
+)
 _THROTTLED_UNTIL = re.compile(r"EService:Throttled:\s*(\d+(?:\.\d+)?)")
 
 

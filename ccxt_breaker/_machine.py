@@ -78,26 +78,34 @@ class _TimeWindow:
     """Outcomes of the last ``duration`` seconds, in ``BUCKETS`` equal time buckets."""
 
     BUCKETS = 20
-    __slots__ = ("buckets", "width")
+    __slots__ = ("calls", "failures", "slow", "stamps", "width")
 
     def __init__(self, duration: float) -> None:
         self.width = duration / self.BUCKETS
-        # per bucket: [bucket number, calls, failures, slow]
-        self.buckets = [[-1, 0, 0, 0] for _ in range(self.BUCKETS)]
+        # per bucket: its number on the time line, and its counts
+        self.stamps = [-1] * self.BUCKETS
+        self.calls = [0] * self.BUCKETS
+        self.failures = [0] * self.BUCKETS
+        self.slow = [0] * self.BUCKETS
 
     def add(self, now: float, outcome: int) -> None:
         number = int(now // self.width)
-        bucket = self.buckets[number % self.BUCKETS]
-        if bucket[0] != number:
-            bucket[:] = [number, 0, 0, 0]
-        bucket[1] += 1
-        bucket[2] += outcome & _FAILED
-        bucket[3] += (outcome & _SLOW) >> 1
+        i = number % self.BUCKETS
+        if self.stamps[i] != number:
+            self.stamps[i] = number
+            self.calls[i] = self.failures[i] = self.slow[i] = 0
+        self.calls[i] += 1
+        self.failures[i] += outcome & _FAILED
+        self.slow[i] += (outcome & _SLOW) >> 1
 
     def totals(self, now: float) -> tuple[int, int, int]:
         oldest = int(now // self.width) - self.BUCKETS
-        live = [b for b in self.buckets if b[0] > oldest]
-        return sum(b[1] for b in live), sum(b[2] for b in live), sum(b[3] for b in live)
+        live = [i for i, stamp in enumerate(self.stamps) if stamp > oldest]
+        return (
+            sum(self.calls[i] for i in live),
+            sum(self.failures[i] for i in live),
+            sum(self.slow[i] for i in live),
+        )
 
 
 class Machine:
@@ -172,6 +180,17 @@ class Machine:
             self.success_count += 1
             if self.success_count >= self.config.success_threshold:
                 self._enter(CLOSED, "probes succeeded")
+
+    def on_quick_success(self, permit: int) -> bool:
+        """Record a success that needs no time, if that is all it takes; else ``False``.
+
+        The common case, a closed circuit with no window, only ends the failure run; this
+        spares the hot path a clock read.
+        """
+        if self.state is CLOSED and permit == self.generation and self._window is None:
+            self.failure_count = 0
+            return True
+        return False
 
     def on_failure(self, permit: int, now: float, slow: bool = False) -> None:
         """The call showed the exchange failing or overloaded."""

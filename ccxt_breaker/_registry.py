@@ -16,9 +16,27 @@ __all__ = ["BreakerRegistry", "Route"]
 # Endpoints that ccxt's describe() does not list are routed by their API section; this
 # many are remembered, so that a bot calling made-up paths cannot grow the table.
 MAX_LEARNED_ROUTES = 256
+_JSON_APIS = ("public", "private")
 
-# (breaker or None when the group is disabled, whether the answer must be a JSON object)
-Route = tuple["CircuitBreaker | None", bool]
+
+
+class Route:
+    """Everything a call to one endpoint needs, looked up once per call."""
+
+    __slots__ = ("breaker", "counters", "endpoint", "json")
+
+    def __init__(self, breaker: CircuitBreaker | None, endpoint: str, json: bool) -> None:
+        self.breaker = breaker  # None when the group is disabled
+        self.endpoint = endpoint
+        self.json = json  # whether the answer must be a JSON object
+        self.counters: list[int] | None = None  # made on first use, to keep snapshots short
+
+    def count(self) -> list[int]:
+        counters = self.counters
+        if counters is None:
+            assert self.breaker is not None
+            counters = self.counters = self.breaker.counters(self.endpoint)
+        return counters
 
 
 class BreakerRegistry(Mapping[str, CircuitBreaker]):
@@ -61,8 +79,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         }
         self._route_limit = len(table) + MAX_LEARNED_ROUTES
         # zendesk answers with HTML articles, so only the JSON APIs must answer JSON
-        self._routes: dict[str, Route] = {
-            path: (self._breakers.get(self._group_of[path]), section in ("public", "private"))
+        self.routes: dict[str, Route] = {
+            path: Route(self._breakers.get(self._group_of[path]), path, section in _JSON_APIS)
             for path, (section, _, _) in table.items()
         }
 
@@ -109,15 +127,17 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     # --- used by the ccxt hook -----------------------------------------------------
 
     def route(self, path: str, api: Any) -> Route:
-        """The breaker for a call to ``path`` in API section ``api`` (ccxt passes a list)."""
-        route = self._routes.get(path)
+        """The route of a call to ``path`` in API section ``api`` (ccxt passes a list)."""
+        route = self.routes.get(path)
         if route is None:
             section = api[0] if isinstance(api, (list, tuple)) and api else str(api)
             group = section_default(section)
-            route = (self._breakers.get(group), section in ("public", "private"))
-            if len(self._routes) < self._route_limit:
-                self._routes[path] = route
+            if len(self.routes) < self._route_limit:
+                route = self.routes[path] = Route(self._breakers.get(group), path,
+                                                  section in _JSON_APIS)
                 self._group_of[path] = group
+            else:
+                route = Route(self._breakers.get(group), "*", section in _JSON_APIS)
         return route
 
     def _trip_scope(

@@ -68,8 +68,8 @@ def test_every_listed_endpoint_has_a_group() -> None:
 async def test_unknown_endpoint_falls_into_its_section() -> None:
     """An endpoint a later ccxt adds is routed by its API section and never raises."""
     registry = ccxt_breaker.kraken().circuit_breakers
-    assert registry.route("NewThing", ["private"])[0] is registry["private"]
-    assert registry.route("NewPublicThing", ["public"])[0] is registry["public"]
+    assert registry.route("NewThing", ["private"]).breaker is registry["private"]
+    assert registry.route("NewPublicThing", ["public"]).breaker is registry["public"]
     assert registry.group_of("NewThing") == "private"
 
 

@@ -31,7 +31,8 @@ ROWS: list[tuple[str, Reply, type[BaseException] | None, str]] = [
     ("internal", Reply.kraken_error("EGeneral:Internal error"), ccxt.ExchangeNotAvailable,
      "failure"),
     ("deadline", Reply.kraken_error("EService:Deadline elapsed"), ccxt.ExchangeError, "failure"),
-    ("post-only", Reply.kraken_error("EService:Market in post_only mode"), ccxt.OnMaintenance,
+    # OnMaintenance since ccxt 4.5.90, a plain ExchangeError before
+    ("post-only", Reply.kraken_error("EService:Market in post_only mode"), ccxt.ExchangeError,
      "failure"),
     ("html-200", Reply(200, "<html>Cloudflare</html>"), None, "failure"),
     ("empty-200", Reply(200, ""), None, "failure"),
