@@ -32,7 +32,7 @@ ROWS: list[tuple[str, Reply, type[BaseException] | None, str]] = [
      "failure"),
     ("deadline", Reply.kraken_error("EService:Deadline elapsed"), ccxt.ExchangeError, "failure"),
     # OnMaintenance since ccxt 4.5.90, a plain ExchangeError before
-    ("post-only", Reply.kraken_error("EService:Market in post_only mode"), ccxt.ExchangeError,
+    ("post-only", Reply.kraken_error("EService:Market in post_only mode"), ccxt.BaseError,
      "failure"),
     ("html-200", Reply(200, "<html>Cloudflare</html>"), None, "failure"),
     ("empty-200", Reply(200, ""), None, "failure"),
