@@ -15,26 +15,13 @@ import aioresponses.core
 from aiohttp import web
 
 import ccxt_breaker
+from ccxt_breaker.testing import FakeClock
+
+__all__ = ["API_KEY", "OK", "SECRET", "Backend", "FakeClock", "Reply", "exchange_config",
+           "make_exchange"]
 
 API_KEY = "test-key-Zq8vK2"
 SECRET = base64.b64encode(b"test-secret-for-hmac-9fX3").decode()
-
-
-class FakeClock:
-    """A clock that moves only when told to; both monotonic and wall time advance together."""
-
-    def __init__(self, start: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.wall = wall
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.wall + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class _ShimResponse(aiohttp.ClientResponse):

@@ -9,6 +9,7 @@ automatically once the package is installed.
 from __future__ import annotations
 
 from ._cli import main, serve
+from ._clock import FakeClock
 from ._faults import Fault, FaultKind, FaultRule, Faults
 from ._simulator import (
     DEFAULT_API_KEY,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_SECRET",
     "GROUPS",
+    "FakeClock",
     "Fault",
     "FaultKind",
     "FaultRule",
