@@ -259,8 +259,6 @@ def parse_settings(
         )
 
     default = _breaker_config(_ROOT, top)
-    if not default.enabled:
-        return None
 
     moves: dict[str, str] = {}
     for path, group in moves_raw.items():
@@ -282,4 +280,7 @@ def parse_settings(
             if key in merged:
                 raise ValueError(f"{where}[{name!r}][{key!r}] is only valid at the top level")
         groups[name] = _breaker_config(f"{where}[{name!r}]", merged)
+    # validated even when off, so a typo does not wait for the day breakers are turned on
+    if not default.enabled:
+        return None
     return Settings(default=default, groups=groups, endpoints=moves, clock=clock)

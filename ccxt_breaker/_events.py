@@ -64,7 +64,7 @@ async def _bounded(awaitable: Awaitable[Any], name: str) -> None:
     try:
         await asyncio.wait_for(awaitable, LISTENER_TIMEOUT)
     except TimeoutError:
-        logger.error("listener %s timed out after %.0f s", name, LISTENER_TIMEOUT)
+        logger.error("listener %s timed out after %g s", name, LISTENER_TIMEOUT)
     except Exception:
         logger.exception("listener %s raised", name)
 

@@ -1,0 +1,80 @@
+"""ccxt version guard: the methods the hook overrides still look the way the hook expects."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import ccxt
+import ccxt.async_support
+import ccxt.pro
+import pytest
+from ccxt.async_support.base.exchange import Exchange
+
+from ccxt_breaker._hook import BreakerMixin
+
+# The parameters (in order) of each ccxt method the hook overrides and calls super() with.
+EXPECTED = {
+    "fetch2": ["self", "path", "api", "method", "params", "config"],
+    "fetch": ["self", "url", "method", "headers", "body"],
+    "on_rest_response": ["self", "code", "reason", "url", "method", "response_headers",
+                         "response_body", "request_headers", "request_body"],
+}
+
+
+def parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_ccxt_signature_is_what_the_hook_expects(name: str) -> None:
+    """ccxt's async Exchange.<name> takes the parameters, in the order, the hook passes on."""
+    actual = parameters(getattr(Exchange, name))
+    assert actual == EXPECTED[name], (
+        f"ccxt {ccxt.__version__} changed Exchange.{name}{tuple(actual)}; ccxt_breaker's hook "
+        f"(ccxt_breaker/_hook.py) expects {tuple(EXPECTED[name])}: review the override "
+        "before supporting this ccxt version")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_hook_matches_ccxt_signature(name: str) -> None:
+    """The hook's override of <name> names ccxt's leading parameters in ccxt's order, and
+    passes any others on through *args/**kwargs, so it is a drop-in."""
+    hook = inspect.signature(getattr(BreakerMixin, name)).parameters.values()
+    named = [p.name for p in hook if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    forwards_rest = {p.kind for p in hook} >= {inspect.Parameter.VAR_POSITIONAL,
+                                               inspect.Parameter.VAR_KEYWORD}
+    ccxt_names = parameters(getattr(Exchange, name))
+    assert named == (ccxt_names[: len(named)] if forwards_rest else ccxt_names)
+
+
+@pytest.mark.parametrize("name", ["fetch2", "fetch"])
+def test_hooked_methods_are_coroutines(name: str) -> None:
+    """ccxt's fetch2 and fetch are coroutine functions, as the hook awaits them."""
+    assert inspect.iscoroutinefunction(getattr(Exchange, name)), (
+        f"ccxt {ccxt.__version__}: Exchange.{name} is no longer a coroutine function")
+
+
+def test_fetch2_throttles_then_fetches() -> None:
+    """ccxt's fetch2 still awaits throttle() and then fetch() itself: the hook relies on
+    checking before the queue and once more per attempt."""
+    source = inspect.getsource(Exchange.fetch2)
+    assert (source.find("self.throttle(") >= 0, source.find("self.fetch(") >= 0) == (True, True), (
+        f"ccxt {ccxt.__version__}: fetch2 no longer calls throttle() and fetch()")
+    assert source.find("self.throttle(") < source.find("self.fetch("), (
+        f"ccxt {ccxt.__version__}: fetch2 now fetches before it throttles")
+
+
+def test_pro_kraken_subclasses_async_kraken() -> None:
+    """ccxt.pro.kraken still subclasses ccxt.async_support.kraken, so one mixin serves both."""
+    assert issubclass(ccxt.pro.kraken, ccxt.async_support.kraken), (
+        f"ccxt {ccxt.__version__}: ccxt.pro.kraken no longer subclasses "
+        "ccxt.async_support.kraken; ccxt_breaker.pro and install() need review")
+
+
+def test_kraken_does_not_override_the_hooked_methods() -> None:
+    """Neither Kraken class overrides a hooked method, so the mixin sits directly above ccxt."""
+    overridden = sorted(name for cls in (ccxt.async_support.kraken, ccxt.pro.kraken)
+                        for name in EXPECTED if name in vars(cls))
+    assert overridden == [], f"ccxt {ccxt.__version__}: kraken overrides {overridden}"
