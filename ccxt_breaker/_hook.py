@@ -180,7 +180,8 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             if permit is None:
                 raise _Refused
         call.status = call.headers = None
-        started = breaker.start(counters)
+        counters[0] += 1  # breaker.start(), inlined on the hot path
+        started = breaker.now() if breaker.timed else 0.0
         try:
             response = await super().fetch(url, method, headers, body)
         except BaseException as exc:
@@ -197,7 +198,9 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             )
             raise
         if type(response) is dict or not route.json:
-            breaker.settle(permit, counters, started, SUCCESS)
+            # settle(SUCCESS), whose usual case is inlined on the hot path
+            if breaker.timed or not breaker.machine.on_quick_success(permit):
+                breaker.settle(permit, counters, started, SUCCESS)
         else:  # ccxt returns Cloudflare HTML or an empty body silently
             error = breaker.summary(
                 "NonJsonResponse", f"HTTP {call.status} answer was not a JSON object"
