@@ -1,0 +1,875 @@
+"""Benchmarks for ccxt_breaker, side by side with plain ccxt and the Python breaker libraries.
+
+    python benchmarks/run.py             # full run (a few minutes on 2 cores)
+    python benchmarks/run.py --quick     # CI smoke mode: seconds, no timing verdicts
+
+Every timed comparison is interleaved: each round runs one short block of every variant,
+in a freshly shuffled order, with the garbage collector off inside the blocks, and a
+ratio is the median over rounds of the per-round ratio (variant / baseline).  Machine
+drift therefore hits all variants of a round alike.
+
+P1  closed path through the full ccxt stack (request -> fetch2 -> sign -> fetch -> parse
+    -> handle_errors); only the aiohttp session is replaced by an in-memory fake.
+P2  guard overhead around a trivial coroutine, against pybreaker, aiobreaker, purgatory
+    and circuitbreaker (the ``bench`` extra).
+P3  cost and memory of a rejected call.
+P4  rejection while ccxt's rate-limit queue holds 100 calls; no queued call may be sent.
+P5  end to end over loopback, against an aiohttp server in a child process.
+P6  cost per call from 1 to 10,000 concurrent tasks; memory per breaker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import ccxt.async_support
+
+import ccxt_breaker
+
+API_KEY = "bench-api-key-0123456789"
+HERE = os.path.abspath(__file__)
+SECRET = base64.b64encode(b"bench-secret-for-the-hmac-0123456789").decode()
+TIME_BODY = json.dumps(
+    {"error": [], "result": {"unixtime": 1700000000, "rfc1123": "Tue, 14 Nov 23 22:13:20 +0000"}}
+)
+BALANCE_BODY = json.dumps(
+    {"error": [], "result": {"ZUSD": "1000.0000", "XXBT": "0.5000000000", "XETH": "2.0000000000"}}
+)
+
+Block = Callable[[], Awaitable[int]]  # runs one timed block, returns nanoseconds
+Call = Callable[[], Awaitable[Any]]
+
+
+# --- the fake aiohttp session ------------------------------------------------------------
+
+
+class FakeResponse:
+    """What ccxt's ``fetch`` reads from an aiohttp response, and nothing more."""
+
+    status = 200
+    reason = "OK"
+
+    def __init__(self, body: str, pause: bool) -> None:
+        self.headers = {"Content-Type": "application/json"}
+        self._body = body
+        self._pause = pause
+
+    async def text(self, errors: str = "strict") -> str:
+        if self._pause:  # let other tasks run, so that concurrent calls are all in flight
+            await asyncio.sleep(0)
+        return self._body
+
+
+class FakeRequest:
+    """The async context manager that ``session.get(...)`` returns."""
+
+    def __init__(self, response: FakeResponse) -> None:
+        self._response = response
+
+    async def __aenter__(self) -> FakeResponse:
+        return self._response
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class FakeSession:
+    """Answers every GET with Kraken's Time and every POST with a Balance; counts sends."""
+
+    def __init__(self, pause: bool = False) -> None:
+        self.sent = 0
+        self.headers: dict[str, str] = {}  # an aiohttp session's default headers
+        self._get = FakeRequest(FakeResponse(TIME_BODY, pause))
+        self._post = FakeRequest(FakeResponse(BALANCE_BODY, pause))
+
+    def get(self, url: object, **kwargs: Any) -> FakeRequest:
+        self.sent += 1
+        return self._get
+
+    def post(self, url: object, **kwargs: Any) -> FakeRequest:
+        self.sent += 1
+        return self._post
+
+    async def close(self) -> None:
+        return None
+
+
+# --- the variants -------------------------------------------------------------------------
+
+
+class BareKraken(ccxt.async_support.kraken):  # type: ignore[misc]
+    """The floor of a fetch2 hook: an override that only awaits super()."""
+
+    async def fetch2(
+        self,
+        path: str,
+        api: Any = ["public"],  # noqa: B006  # ccxt's own signature
+        method: str = "GET",
+        params: Any = {},  # noqa: B006
+        config: Any = {},  # noqa: B006
+    ) -> Any:
+        return await super().fetch2(path, api, method, params, config)
+
+
+class RaisingKraken(ccxt.async_support.kraken):  # type: ignore[misc]
+    """The floor of a rejection: fetch2 raises at once."""
+
+    async def fetch2(
+        self,
+        path: str,
+        api: Any = ["public"],  # noqa: B006
+        method: str = "GET",
+        params: Any = {},  # noqa: B006
+        config: Any = {},  # noqa: B006
+    ) -> Any:
+        raise ccxt.ExchangeNotAvailable("kraken circuit 'public' is open")
+
+
+def config(session: Any = None, **extra: Any) -> dict[str, Any]:
+    """A fresh ccxt config (fresh dicts: ccxt keeps nested ones by reference)."""
+    cfg: dict[str, Any] = {"apiKey": API_KEY, "secret": SECRET, "enableRateLimit": False}
+    if session is not None:
+        cfg["session"] = session  # ccxt then sets own_session = False
+    cfg.update(extra)
+    return cfg
+
+
+def detach(*exchanges: Any) -> None:
+    """Drop fake sessions without close(), which sleeps 250 ms per instance."""
+    for exchange in exchanges:
+        exchange.session = None
+
+
+# --- measurement helpers ----------------------------------------------------------------
+
+
+def calls_block(fn: Call, n: int) -> Block:
+    async def block() -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await fn()
+        return time.perf_counter_ns() - start
+
+    return block
+
+
+def rejections_block(fn: Call, error: type[BaseException], n: int) -> Block:
+    async def block() -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            try:  # noqa: SIM105  # contextlib.suppress would add its own cost to the loop
+                await fn()
+            except error:
+                pass
+        return time.perf_counter_ns() - start
+
+    return block
+
+
+async def interleave(
+    blocks: dict[str, Block], rounds: int, warmup: int = 2
+) -> dict[str, list[int]]:
+    """Run every block once per round in a shuffled order, GC off inside the blocks."""
+    names = list(blocks)
+    for _ in range(warmup):
+        for name in names:
+            await blocks[name]()
+    times: dict[str, list[int]] = {name: [] for name in names}
+    gc.collect()
+    for index in range(rounds):
+        random.shuffle(names)
+        for name in names:
+            gc.disable()
+            try:
+                elapsed = await blocks[name]()
+            finally:
+                gc.enable()
+            times[name].append(elapsed)
+        gc.collect(0)
+        if index % 50 == 49:
+            gc.collect()
+    return times
+
+
+def ratios(times: dict[str, list[int]], name: str, base: str) -> list[float]:
+    return [a / b for a, b in zip(times[name], times[base], strict=True)]
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def per_call_us(times: list[int], n: int) -> float:
+    return statistics.median(times) / n / 1000
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    key: str
+    what: str
+    value: str
+    target: str
+    ok: bool | None  # None: not judged (quick mode, or n/a)
+
+
+@dataclass
+class Report:
+    quick: bool
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def section(self, title: str) -> None:
+        print(f"\n## {title}", flush=True)
+
+    def rows(self, header: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
+        table = [list(map(str, header)), *([str(c) for c in row] for row in rows)]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for i, row in enumerate(table):
+            print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+            if i == 0:
+                print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        sys.stdout.flush()
+
+    def judge(self, key: str, what: str, value: str, target: str, ok: bool | None) -> None:
+        self.verdicts.append(Verdict(key, what, value, target, None if self.quick else ok))
+
+    def summary(self) -> None:
+        self.section("Targets")
+
+        def mark(ok: bool | None) -> str:
+            return "-" if ok is None else ("PASS" if ok else "MISS")
+
+        self.rows(
+            ["id", "measure", "value", "target", "result"],
+            ([v.key, v.what, v.value, v.target, mark(v.ok)] for v in self.verdicts),
+        )
+        if self.quick:
+            print("\n(quick mode: smoke run only, timings are not judged)")
+
+
+def ratio_cell(values: list[float]) -> str:
+    q1, q2, q3 = quartiles(values)
+    return f"{q2:.3f} [{q1:.3f}-{q3:.3f}]"
+
+
+# --- P1: the closed path through ccxt -------------------------------------------------------
+
+
+async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
+    report.section(f"P1 closed path, full ccxt stack, fake session ({rounds} rounds x {n} calls)")
+    plain = ccxt.async_support.kraken(config(FakeSession()))
+    bare = BareKraken(config(FakeSession()))
+    breaker = ccxt_breaker.kraken(config(FakeSession()))
+    ccxt_breaker.install()
+    try:
+        no_flag = ccxt.async_support.kraken(config(FakeSession()))
+        flag = ccxt.async_support.kraken(config(FakeSession(), options={"circuitBreaker": True}))
+    finally:
+        ccxt_breaker.uninstall()
+    assert not isinstance(no_flag, ccxt_breaker._hook.BreakerMixin)
+    assert isinstance(flag, ccxt_breaker._hook.BreakerMixin)
+    variants = {
+        "plain": plain,
+        "bare fetch2 override": bare,
+        "ccxt_breaker.kraken": breaker,
+        "install(), no flag": no_flag,
+        "install(), flag on": flag,
+    }
+    endpoints = {"public Time": "publicGetTime", "private Balance": "privatePostBalance"}
+    blocks: dict[str, Block] = {}
+    for label, exchange in variants.items():
+        for endpoint, method in endpoints.items():
+            blocks[f"{endpoint}|{label}"] = calls_block(getattr(exchange, method), n)
+    times = await interleave(blocks, rounds)
+    rows = []
+    for endpoint in endpoints:
+        base = f"{endpoint}|plain"
+        for label in variants:
+            key = f"{endpoint}|{label}"
+            rows.append(
+                [
+                    endpoint,
+                    label,
+                    f"{per_call_us(times[key], n):.2f}",
+                    ratio_cell(ratios(times, key, base)),
+                ]
+            )
+    report.rows(["endpoint", "variant", "µs/call", "ratio to plain, median [IQR]"], rows)
+    for endpoint in endpoints:
+        base = f"{endpoint}|plain"
+        med = statistics.median(ratios(times, f"{endpoint}|ccxt_breaker.kraken", base))
+        report.judge("P1", f"{endpoint}: breaker / plain", f"{med:.3f}", "≤ 1.08", med <= 1.08)
+        med = statistics.median(ratios(times, f"{endpoint}|install(), no flag", base))
+        report.judge(
+            "P1",
+            f"{endpoint}: install() no flag / plain",
+            f"{med:.3f}",
+            "≈ 1.00 (≤ 1.02)",
+            med <= 1.02,
+        )
+        med = statistics.median(ratios(times, f"{endpoint}|install(), flag on", base))
+        report.judge(
+            "P1", f"{endpoint}: install() flag / plain", f"{med:.3f}", "≤ 1.08", med <= 1.08
+        )
+    detach(*variants.values())
+
+
+# --- P2: guard overhead around a trivial coroutine ----------------------------------------
+
+
+async def noop() -> None:
+    return None
+
+
+class MinimalGuard:
+    """The floor of any pure-Python guard: count failures, nothing else (a reference)."""
+
+    __slots__ = ("failures",)
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    async def call(self, fn: Call) -> Any:
+        try:
+            result = await fn()
+        except Exception:
+            self.failures += 1
+            raise
+        self.failures = 0
+        return result
+
+
+def peer_guards() -> tuple[dict[str, Call], dict[str, str]]:
+    """One guarded call per peer library; the reason for each one that is missing."""
+    guards: dict[str, Call] = {}
+    missing: dict[str, str] = {}
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    try:
+        import pybreaker
+
+        pb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+
+        async def pybreaker_calling() -> None:
+            with pb.calling():
+                await noop()
+
+        guards[f"pybreaker {version('pybreaker')} (with calling())"] = pybreaker_calling
+        if not getattr(pybreaker, "HAS_TORNADO_SUPPORT", False):
+            missing["pybreaker call_async"] = "needs tornado, which is not installed"
+    except Exception as exc:  # report any failure as n/a
+        missing["pybreaker"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import aiobreaker
+
+        ab = aiobreaker.CircuitBreaker(fail_max=5)
+
+        async def aiobreaker_call() -> None:
+            await ab.call_async(noop)
+
+        guards[f"aiobreaker {version('aiobreaker')} (call_async)"] = aiobreaker_call
+    except Exception as exc:
+        missing["aiobreaker"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import circuitbreaker
+
+        guarded = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=30)(noop)
+
+        async def circuitbreaker_call() -> None:
+            await guarded()
+
+        guards[f"circuitbreaker {version('circuitbreaker')} (decorator)"] = circuitbreaker_call
+    except Exception as exc:
+        missing["circuitbreaker"] = f"{type(exc).__name__}: {exc}"
+    return guards, missing
+
+
+async def purgatory_guard() -> tuple[str, Call] | str:
+    try:
+        import purgatory
+
+        factory = purgatory.AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
+        breaker = await factory.get_breaker("x")
+
+        async def purgatory_call() -> None:
+            async with breaker:
+                await noop()
+
+        await purgatory_call()
+        return f"purgatory {importlib.metadata.version('purgatory')} (async with)", purgatory_call
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def p2_guard(report: Report, rounds: int, n: int) -> None:
+    report.section(f"P2 guard overhead around a trivial coroutine ({rounds} rounds x {n} calls)")
+    ours = ccxt_breaker.CircuitBreaker("x")
+
+    async def ours_call() -> None:
+        await ours.call(noop)
+
+    async def ours_with() -> None:
+        async with ours:
+            await noop()
+
+    minimal = MinimalGuard()
+
+    async def minimal_call() -> None:
+        await minimal.call(noop)
+
+    calls: dict[str, Call] = {
+        "bare await fn()": noop,
+        "minimal guard (reference floor)": minimal_call,
+        "ccxt_breaker call()": ours_call,
+        "ccxt_breaker async with": ours_with,
+    }
+    peers, missing = peer_guards()
+    purgatory = await purgatory_guard()
+    purgatory_name = None
+    if isinstance(purgatory, str):
+        missing["purgatory"] = purgatory
+    else:
+        purgatory_name, calls[purgatory[0]] = purgatory
+    calls.update(peers)
+    for name, fn in list(calls.items()):
+        try:
+            await fn()
+        except Exception as exc:  # a peer that fails on this Python is n/a
+            missing[name] = f"{type(exc).__name__}: {exc}"
+            del calls[name]
+    times = await interleave({name: calls_block(fn, n) for name, fn in calls.items()}, rounds)
+    base = times["bare await fn()"]
+    added: dict[str, float] = {}
+    for name in calls:
+        diffs = [(t - b) / n / 1000 for t, b in zip(times[name], base, strict=True)]
+        added[name] = statistics.median(diffs)
+    rows = [[name, f"{per_call_us(times[name], n):.3f}", f"{added[name]:+.3f}"] for name in calls]
+    rows += [[name, "n/a", reason] for name, reason in missing.items()]
+    report.rows(["guard", "µs/call", "added µs/call (median of paired differences)"], rows)
+    if purgatory_name is None:
+        report.judge("P2", "overhead vs purgatory", "n/a", "≤ 1/5", None)
+        return
+    theirs = added[purgatory_name]
+    for name in ("ccxt_breaker call()", "ccxt_breaker async with"):
+        report.judge(
+            "P2",
+            f"{name} overhead / purgatory's",
+            f"{added[name]:.3f} / {theirs:.3f} µs = {added[name] / theirs:.2f}",
+            "≤ 0.20",
+            added[name] <= theirs / 5,
+        )
+
+
+# --- P3: rejection ------------------------------------------------------------------------
+
+
+async def p3_rejection(report: Report, rounds: int, n: int, soak: int) -> None:
+    report.section(f"P3 rejected call ({rounds} rounds x {n} calls; memory over {soak:,})")
+    breaker = ccxt_breaker.kraken(config(FakeSession()))
+    breaker.circuit_breakers["public"].force_open()
+    raising = RaisingKraken(config(FakeSession()))
+    blocks = {
+        "raise ExchangeNotAvailable in fetch2": rejections_block(
+            raising.publicGetTime, ccxt.ExchangeNotAvailable, n
+        ),
+        "ccxt_breaker.kraken, forced open": rejections_block(
+            breaker.publicGetTime, ccxt_breaker.CircuitOpenError, n
+        ),
+    }
+    times = await interleave(blocks, rounds)
+    base = "raise ExchangeNotAvailable in fetch2"
+    report.rows(
+        ["variant", "µs/call", "ratio to raise, median [IQR]"],
+        [
+            [name, f"{per_call_us(times[name], n):.2f}", ratio_cell(ratios(times, name, base))]
+            for name in blocks
+        ],
+    )
+    med = statistics.median(ratios(times, "ccxt_breaker.kraken, forced open", base))
+    report.judge("P3", "rejection / raise in fetch2", f"{med:.2f}", "≤ 2.00", med <= 2.0)
+    assert breaker.session.sent == 0, "a rejected call was sent"
+
+    # memory: warm up, then count what 'soak' rejections leave behind
+    rejections = rejections_block(breaker.publicGetTime, ccxt_breaker.CircuitOpenError, 1000)
+    await rejections()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await rejections_block(breaker.publicGetTime, ccxt_breaker.CircuitOpenError, soak)()
+        gc.collect()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per = (after - before) / soak
+    print(
+        f"\nmemory: {after - before:+,} B after {soak:,} rejections ({per:+.3f} B/rejection), "
+        f"peak {peak - before:+,} B above the start"
+    )
+    report.judge(
+        "P3",
+        f"memory after {soak:,} rejections",
+        f"{per:+.3f} B/rejection",
+        "flat (< 1 B)",
+        per < 1.0,
+    )
+    detach(breaker, raising)
+
+
+# --- P4: rejection while ccxt's rate-limit queue holds 100 calls ----------------------------
+
+
+async def p4_queue(report: Report, trials: int, rate_limit_ms: float) -> None:
+    report.section(
+        f"P4 100 calls queued in ccxt's rate limiter (rateLimit {rate_limit_ms} ms), then open"
+    )
+    opens: list[float] = []
+    waits: list[float] = []
+    sent_after_open = 0
+    rejected_queued = 0
+    drains: list[float] = []
+    for _ in range(trials):
+        session = FakeSession()
+        exchange = ccxt_breaker.kraken(
+            config(session, enableRateLimit=True, rateLimit=rate_limit_ms)
+        )
+        tasks = [asyncio.create_task(exchange.publicGetTime()) for _ in range(100)]
+        # the first call passes the empty bucket and is sent; the other 99 wait in the queue
+        while len(exchange.throttler.queue) < 99 or session.sent < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        sent_at_open = session.sent
+        start = time.perf_counter()
+        exchange.circuit_breakers["public"].force_open()
+        opened = time.perf_counter()
+        try:
+            await exchange.publicGetTime()
+        except ccxt_breaker.CircuitOpenError:
+            waits.append(time.perf_counter() - start)
+            opens.append(opened - start)
+        else:
+            raise AssertionError("a new call went through an open circuit")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        drains.append(time.perf_counter() - start)
+        sent_after_open += session.sent - sent_at_open
+        rejected_queued += sum(isinstance(r, ccxt_breaker.CircuitOpenError) for r in results)
+        detach(exchange)
+    worst = max(waits) * 1e6
+    print(
+        f"from the open to a new call's rejection: {statistics.median(waits) * 1e6:.1f} µs "
+        f"(median), {worst:.1f} µs (worst of {trials}), of which the transition itself "
+        f"(force_open(), which logs a warning) took {statistics.median(opens) * 1e6:.1f} µs; "
+        f"plain ccxt would queue the call for ~{100 * rate_limit_ms / 1000:.1f} s"
+    )
+    print(
+        f"queued calls: {rejected_queued} of {trials * 99} rejected as they left the queue, "
+        f"{sent_after_open} sent after the open; queue drained in "
+        f"{statistics.median(drains):.2f} s"
+    )
+    report.judge(
+        "P4", "open -> new call rejected, worst", f"{worst:.1f} µs", "≤ 1000 µs", worst <= 1000
+    )
+    report.judge(
+        "P4", "queued calls sent after the open", str(sent_after_open), "0", sent_after_open == 0
+    )
+
+
+# --- P5: end to end over loopback -----------------------------------------------------------
+
+
+def serve() -> None:
+    """The child process of P5: a Kraken-shaped aiohttp server; prints its port."""
+    from aiohttp import web
+
+    async def time_(request: web.Request) -> web.Response:
+        return web.Response(text=TIME_BODY, content_type="application/json")
+
+    async def balance(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text=BALANCE_BODY, content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/0/public/Time", time_)
+        app.router.add_post("/0/private/Balance", balance)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+async def p5_loopback(report: Report, rounds: int, n: int) -> None:
+    report.section(
+        f"P5 end to end over loopback, server in a child process ({rounds} rounds x {n} calls)"
+    )
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, HERE, "--serve", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{int(await server.stdout.readline())}"
+
+        def cfg() -> dict[str, Any]:
+            return config(urls={"api": {"public": url, "private": url}}, timeout=5000)
+
+        variants = {
+            "plain": ccxt.async_support.kraken(cfg()),
+            "bare fetch2 override": BareKraken(cfg()),
+            "ccxt_breaker.kraken": ccxt_breaker.kraken(cfg()),
+        }
+
+        def mixed(exchange: Any) -> Call:
+            public, private = exchange.publicGetTime, exchange.privatePostBalance
+            state = [0]
+
+            async def call() -> Any:
+                state[0] ^= 1
+                return await (public() if state[0] else private())
+
+            return call
+
+        try:
+            blocks = {name: calls_block(mixed(ex), n) for name, ex in variants.items()}
+            times = await interleave(blocks, rounds, warmup=3)
+        finally:
+            for exchange in variants.values():
+                await exchange.close()
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()  # the server exits at EOF
+        try:
+            await asyncio.wait_for(server.wait(), 10)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
+    report.rows(
+        ["variant", "µs/call (Time and Balance alternating)", "ratio to plain, median [IQR]"],
+        [
+            [name, f"{per_call_us(times[name], n):.1f}", ratio_cell(ratios(times, name, "plain"))]
+            for name in variants
+        ],
+    )
+    med = statistics.median(ratios(times, "ccxt_breaker.kraken", "plain"))
+    report.judge("P5", "loopback latency breaker / plain", f"{med:.4f}", "≤ 1.01", med <= 1.01)
+
+
+# --- P6: scale ----------------------------------------------------------------------------
+
+
+def concurrent_block(exchange: Any, tasks: int, total: int) -> Block:
+    per_task = max(1, total // tasks)
+    fn = exchange.publicGetTime
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await fn()
+
+    async def block() -> int:
+        start = time.perf_counter_ns()
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        return time.perf_counter_ns() - start
+
+    return block
+
+
+async def p6_scale(report: Report, levels: list[int], rounds: int, total: int) -> None:
+    report.section(
+        f"P6 concurrent tasks, {total:,} calls per block, every call yields once ({rounds} rounds)"
+    )
+    plain = ccxt.async_support.kraken(config(FakeSession(pause=True)))
+    breaker = ccxt_breaker.kraken(config(FakeSession(pause=True)))
+    blocks: dict[str, Block] = {}
+    for level in levels:
+        blocks[f"{level}|plain"] = concurrent_block(plain, level, total)
+        blocks[f"{level}|breaker"] = concurrent_block(breaker, level, total)
+    times = await interleave(blocks, rounds, warmup=1)
+    rows = []
+    cost: dict[int, float] = {}
+    for level in levels:
+        calls = max(1, total // level) * level
+        plain_cost = per_call_us(times[f"{level}|plain"], calls)
+        cost[level] = per_call_us(times[f"{level}|breaker"], calls)
+        ratio = statistics.median(ratios(times, f"{level}|breaker", f"{level}|plain"))
+        rows.append(
+            [
+                f"{level:,}",
+                f"{plain_cost:.2f}",
+                f"{cost[level]:.2f}",
+                f"{cost[level] - plain_cost:+.2f}",
+                f"{ratio:.3f}",
+            ]
+        )
+    report.rows(
+        ["tasks", "plain µs/call", "breaker µs/call", "added µs/call", "breaker / plain"], rows
+    )
+    spread = max(cost.values()) / min(cost.values())
+    report.judge(
+        "P6",
+        f"breaker µs/call, {levels[0]}..{levels[-1]:,} tasks (max / min)",
+        f"{spread:.3f}",
+        "≤ 1.10",
+        spread <= 1.10,
+    )
+    detach(plain, breaker)
+
+
+async def p6_memory(report: Report, count: int, calls: int) -> None:
+    report.section(f"P6 memory per breaker ({count:,} breakers; growth over {calls:,} calls)")
+    kinds: dict[str, Callable[[], ccxt_breaker.BreakerConfig]] = {
+        "default (consecutive failures)": ccxt_breaker.BreakerConfig,
+        "count window of 100": lambda: ccxt_breaker.BreakerConfig(failure_rate_threshold=50),
+        "time window of 60 s": lambda: ccxt_breaker.BreakerConfig(
+            failure_rate_threshold=50, sliding_window_type="time"
+        ),
+    }
+    rows = []
+    worst = 0.0
+    worst_growth = 0.0
+    for kind, make in kinds.items():
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            breakers = [ccxt_breaker.CircuitBreaker("x", make()) for _ in range(count)]
+            size = (tracemalloc.get_traced_memory()[0] - before) / count
+            one = breakers[0]
+            del breakers
+            for _ in range(100):  # first-use allocations (the endpoint's counters)
+                await one.call(noop)
+            gc.collect()
+            start = tracemalloc.get_traced_memory()[0]
+            for _ in range(calls):
+                await one.call(noop)
+            gc.collect()
+            growth = tracemalloc.get_traced_memory()[0] - start
+        finally:
+            tracemalloc.stop()
+        worst = max(worst, size)
+        worst_growth = max(worst_growth, growth)
+        rows.append([kind, f"{size:,.0f}", f"{growth:+,}"])
+    # everything ccxt_breaker.kraken adds to one instance: five breakers and the routes
+    exchange = ccxt_breaker.kraken(config(FakeSession()))
+    build = ccxt_breaker._hook._build_registry
+    build(exchange, None, default_on=True)  # the endpoint table is cached per class
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        registries = [build(exchange, None, default_on=True) for _ in range(max(10, count // 10))]
+        registry_size = (tracemalloc.get_traced_memory()[0] - before) / len(registries)
+        del registries
+    finally:
+        tracemalloc.stop()
+    detach(exchange)
+    rows.append(["one exchange's registry (5 groups + routes)", f"{registry_size:,.0f}", ""])
+    report.rows(["config", "bytes per breaker", f"growth after {calls:,} calls (B)"], rows)
+    report.judge(
+        "P6", "memory per breaker (worst config)", f"{worst:,.0f} B", "≤ 2048 B", worst <= 2048
+    )
+    report.judge(
+        "P6",
+        f"growth over {calls:,} calls (worst config)",
+        f"{worst_growth:+,} B",
+        "flat (< 1 KB)",
+        worst_growth < 1024,
+    )
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {
+        name: importlib.metadata.version(name) for name in ("ccxt", "aiohttp", "ccxt-breaker")
+    }
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()} "
+        f"({platform.python_implementation()}); ccxt {versions['ccxt']}; "
+        f"aiohttp {versions['aiohttp']}; ccxt-breaker {versions['ccxt-breaker']}; "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+async def main(args: argparse.Namespace) -> Report:
+    quick = args.quick
+    rounds = args.rounds or (5 if quick else 400)
+    report = Report(quick)
+    print(f"# ccxt_breaker benchmarks ({'quick' if quick else 'full'} run)")
+    print(machine())
+    started = time.perf_counter()
+    await p1_closed_path(report, rounds, 20 if quick else 200)
+    await p2_guard(report, rounds, 200 if quick else 2000)
+    await p3_rejection(report, rounds, 50 if quick else 500, 10_000 if quick else 100_000)
+    await p4_queue(report, 1 if quick else 5, 2.0 if quick else 20.0)
+    await p5_loopback(report, max(3, rounds // 2), 10 if quick else 40)
+    await p6_scale(
+        report,
+        [1, 100, 1000, 10_000],
+        1 if quick else max(3, rounds // 40),
+        10_000 if quick else 40_000,
+    )
+    await p6_memory(report, 100 if quick else 1000, 10_000 if quick else 100_000)
+    report.summary()
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return report
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="smoke mode: seconds, no verdicts")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds of the interleaved blocks")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the block order")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    random.seed(args.seed)
+    # transitions log a warning; keep them off the table (the call is still made and timed)
+    logging.getLogger("ccxt_breaker").addHandler(logging.NullHandler())
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
