@@ -11,8 +11,8 @@
   a ``ContextVar``, since ccxt's exceptions carry neither and concurrent calls would
   race on ``last_response_headers``.
 
-ccxt's own retry loop is left alone.  When a later attempt is refused, ``fetch``
-raises ``_Refused``, a ``BaseException`` that the loop's ``except Exception`` lets
+ccxt's own retry loop is left alone.  When an attempt is refused, ``fetch`` (or
+``sleep``) raises ``_Refused``, a ``BaseException`` that the loop's ``except Exception`` lets
 through, and ``fetch2`` turns it into the error the caller is owed.
 """
 
@@ -38,7 +38,7 @@ _CREDENTIALS = ("apiKey", "secret", "password", "uid", "login", "privateKey", "t
 
 
 class _Refused(BaseException):
-    """A later attempt of a call was refused; see the module docstring."""
+    """An attempt of an admitted call was refused; see the module docstring."""
 
 
 class _Call:
