@@ -129,15 +129,16 @@ def named_limit(
     ``seconds`` is how long the exchange says the limit lasts (0 when it names no time);
     circuits stay open for the later of that and their normal open time.
     """
+    named = _retry_after(headers, wall_now) or 0.0
     if "EGeneral:Temporary lockout" in message:
-        return KEY, lockout
+        return KEY, max(lockout, named)
     if "EAPI:Rate limit exceeded" in message:
-        return REST, 0.0
+        return REST, named
     if "EOrder:Rate limit exceeded" in message:
-        return ORDERS, 0.0
+        return ORDERS, named
     throttled = _THROTTLED_UNTIL.search(message)
     if throttled:
-        return CALL, max(0.0, float(throttled.group(1)) - wall_now)
+        return CALL, max(0.0, float(throttled.group(1)) - wall_now, named)
     if status == 429 or "EGeneral:Too many requests" in message:
-        return CALL, _retry_after(headers, wall_now) or 0.0
+        return CALL, named
     return None

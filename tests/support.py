@@ -17,11 +17,24 @@ from aiohttp import web
 import ccxt_breaker
 from ccxt_breaker.testing import FakeClock
 
-__all__ = ["API_KEY", "OK", "SECRET", "Backend", "FakeClock", "Reply", "exchange_config",
-           "make_exchange"]
+__all__ = ["API_KEY", "OK", "SECRET", "Backend", "FakeClock", "Reply", "api",
+           "exchange_config", "make_exchange"]
 
 API_KEY = "test-key-Zq8vK2"
 SECRET = base64.b64encode(b"test-secret-for-hmac-9fX3").decode()
+
+
+def api(section: str) -> Any:
+    """The ``api`` argument of ``fetch2`` for a section, as this ccxt spells it.
+
+    ccxt 4.5.0 passes a string ('public'); later releases pass a list (['public']).
+    """
+    import inspect
+
+    import ccxt.async_support
+
+    default = inspect.signature(ccxt.async_support.kraken.sign).parameters["api"].default
+    return [section] if isinstance(default, list) else section
 
 
 class _ShimResponse(aiohttp.ClientResponse):

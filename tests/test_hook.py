@@ -11,7 +11,7 @@ import pytest
 
 import ccxt_breaker
 
-from .support import Backend, FakeClock, Reply, exchange_config, make_exchange
+from .support import Backend, FakeClock, Reply, api, exchange_config, make_exchange
 
 DOWN = Reply(503, "<html>down</html>")
 
@@ -168,6 +168,8 @@ KEYED = {"private", "trading", "funding", "earn"}
         ("AddOrder", Reply.kraken_error("EGeneral:Temporary lockout"), KEYED, 900.0),
         ("Balance", Reply.kraken_error("EAPI:Rate limit exceeded"), KEYED - {"trading"}, 30.0),
         ("AddOrder", Reply.kraken_error("EOrder:Rate limit exceeded"), {"trading"}, 30.0),
+        ("AddOrder", Reply.kraken_error("EOrder:Rate limit exceeded", status=429,
+                                        headers={"Retry-After": "50"}), {"trading"}, 50.0),
         ("Ticker", Reply(429, "Too many requests", headers={"Retry-After": "120"}), {"public"},
          120.0),
         ("Balance", Reply.kraken_error("EGeneral:Too many requests", status=429,
@@ -188,7 +190,7 @@ async def test_limits_open_their_domain_at_once(backend: Backend, clock: FakeClo
     exchange = make_exchange(backend.url, clock, resetTimeoutJitter=0)
     section = "public" if endpoint == "Ticker" else "private"
     with pytest.raises(ccxt.BaseError):
-        await exchange.fetch2(endpoint, [section], "GET" if section == "public" else "POST")
+        await exchange.fetch2(endpoint, api(section), "GET" if section == "public" else "POST")
     await exchange.close()
     breakers = exchange.circuit_breakers
     assert {g for g, b in breakers.items() if b.state == "open"} == opened

@@ -164,15 +164,19 @@ async def test_error_before_sending_is_neutral_and_frees_the_probe(backend: Back
     await exchange.close()
 
 
-async def test_closed_by_user_is_neutral(backend: Backend, clock: FakeClock) -> None:
-    """A call after close() raises ExchangeClosedByUser and is not counted."""
+async def test_closed_by_user_is_neutral(monkeypatch: pytest.MonkeyPatch, backend: Backend,
+                                        clock: FakeClock) -> None:
+    """ExchangeClosedByUser (ccxt raises it for a call after close()) is not counted."""
+    async def closed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ccxt.ExchangeClosedByUser("kraken instance was closed by the user")
+
     exchange = make_exchange(backend.url, clock, failureThreshold=1)
-    await exchange.publicGetTime()
-    await exchange.close()
+    monkeypatch.setattr(ccxt.async_support.kraken, "fetch", closed)
     with pytest.raises(ccxt.ExchangeClosedByUser):
         await exchange.publicGetTime()
+    await exchange.close()
     snap = exchange.circuit_breakers["public"].snapshot()
-    assert (snap["state"], snap["failures"]) == ("closed", 0)
+    assert (snap["state"], snap["failures"], snap["failure_count"]) == ("closed", 0, 0)
 
 
 async def test_zendesk_html_is_not_a_failure(backend: Backend, clock: FakeClock) -> None:

@@ -21,7 +21,7 @@ from ccxt_breaker._config import _KEYS
 from ccxt_breaker._kraken import DEFAULT_GROUPS
 from ccxt_breaker._registry import MAX_LEARNED_ROUTES
 
-from ..support import Backend, FakeClock, Reply, exchange_config
+from ..support import Backend, FakeClock, Reply, api, exchange_config
 from .conftest import PROFILE
 
 # key -> (a value of the wrong type, a value of the right type but out of range)
@@ -273,9 +273,9 @@ async def test_unknown_endpoints_route_to_their_section_and_stay_bounded(
     private = registry["private"]
     sent = 300  # more than both bounds, through the real server
     answers = await asyncio.gather(  # routes are learned in this order, up to the bound
-        exchange.fetch2("NoSuchPublicPath", ["public"], "GET"),  # learned: group_of knows it
-        exchange.fetch2("NoSuchArticle", ["zendesk"], "GET"),
-        *(exchange.fetch2(f"NoSuchPath{i}", ["private"], "POST") for i in range(sent)))
+        exchange.fetch2("NoSuchPublicPath", api("public"), "GET"),  # learned: group_of knows it
+        exchange.fetch2("NoSuchArticle", api("zendesk"), "GET"),
+        *(exchange.fetch2(f"NoSuchPath{i}", api("private"), "POST") for i in range(sent)))
     groups = (registry.group_of("NoSuchPath0"), registry.group_of("NoSuchPublicPath"),
               registry.group_of("NoSuchArticle"))
     private.force_open()
@@ -283,7 +283,7 @@ async def test_unknown_endpoints_route_to_their_section_and_stay_bounded(
     async def refuse(paths: range) -> None:
         for i in paths:
             with pytest.raises(ccxt_breaker.CircuitOpenError):
-                await exchange.fetch2(f"MadeUp{i}", ["private"], "POST")
+                await exchange.fetch2(f"MadeUp{i}", api("private"), "POST")
 
     tracemalloc.start()
     await refuse(range(1000))

@@ -15,7 +15,7 @@ from aiohttp import web
 
 import ccxt_breaker
 
-from ..support import Backend, FakeClock, Reply, exchange_config
+from ..support import Backend, FakeClock, Reply, api, exchange_config
 
 API_KEY = "KEY-zX9q-Leak-Canary-7f1c9a7e"
 SECRET_BYTES = b"SECRET-canary-bytes-9d2e5b"
@@ -103,7 +103,7 @@ class Capture:
 
     async def call(self, endpoint: str, *, keep_ccxt_error: bool) -> BaseException | None:
         try:
-            await self.exchange.fetch2(endpoint, ["private"], "POST", {"nonce_check": 1})
+            await self.exchange.fetch2(endpoint, api("private"), "POST", {"nonce_check": 1})
         except ccxt.BaseError as exc:
             if keep_ccxt_error or isinstance(exc, ccxt_breaker.CircuitOpenError):
                 self.texts += [str(exc), repr(exc), repr(exc.args)]

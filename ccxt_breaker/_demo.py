@@ -1,0 +1,534 @@
+"""``python -m ccxt_breaker demo``: the breakers at work against the embedded Kraken simulator.
+
+A small bot polls two tickers (public), reads its balance (private), and places and
+cancels limit orders (trading), while a script breaks the simulated Kraken: a private-API
+outage, a trading rate limit with ``Retry-After``, then public answers slower than the
+client's timeout.  Each transition prints as it happens, a status line of every group
+follows at regular intervals, and a summary ends the run.  The timeline and the breaker
+settings scale with the duration, so a short run tells the same story faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import ccxt
+
+from ._events import Event, StateChanged
+from ._hook import kraken
+from .testing import GROUPS, Fault, FaultRule, Group, KrakenSimulator, RequestRecord
+
+__all__ = ["MIN_DURATION", "IncidentResult", "Scenario", "Summary", "run_demo"]
+
+# Below this the client timeout and Retry-After (whole seconds) no longer fit the timeline.
+MIN_DURATION = 2.0
+SYMBOLS = ("BTC/USD", "ETH/USD")
+# A buy far below the simulator's fixed 50,000 mid price: it rests on the book until cancelled.
+ORDER = ("BTC/USD", "limit", "buy", 0.001, 40_000)
+# Public requests held back by the slow-answers incident: enough to open the circuit.
+SLOW_REQUESTS = 4
+
+_KRAKEN_ERROR = re.compile(r"\b[EW][A-Z][A-Za-z]*:[^\"\]]+")
+_HTTP_STATUS = re.compile(r" ([45]\d\d) ")
+_COLORS = {"closed": "32", "half_open": "33", "open": "31"}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """The timeline and the tuning of one run, all in seconds and scaled to ``duration``.
+
+    At the default 30 s a circuit first stays open for 3 s and the client gives up on a
+    request after 1 s; a shorter run shrinks both, so that every incident still opens its
+    circuit and sees it close again before the end.
+    """
+
+    duration: float
+    pace: float
+    timeout: float
+    reset_timeout: float
+    retry_after: int
+    outage_at: float
+    outage_for: float
+    limit_at: float
+    slow_at: float
+
+    @classmethod
+    def scaled(cls, duration: float = 30.0, pace: float | None = None) -> Scenario:
+        """The scenario for a run of ``duration`` s; ``pace`` is the bot's loop interval."""
+        if duration < MIN_DURATION:
+            raise ValueError(f"duration must be at least {MIN_DURATION:g} s, not {duration:g}")
+        if pace is not None and pace <= 0:
+            raise ValueError(f"pace must be positive, not {pace:g}")
+        return cls(
+            duration=duration,
+            pace=min(0.5, max(0.05, duration / 60)) if pace is None else pace,
+            timeout=max(0.15, duration / 30),
+            reset_timeout=duration / 10,
+            retry_after=max(1, round(duration / 10)),  # HTTP names whole seconds
+            outage_at=0.05 * duration,
+            outage_for=0.27 * duration,
+            limit_at=0.45 * duration,
+            slow_at=0.6 * duration,
+        )
+
+    def breaker_options(self) -> dict[str, Any]:
+        """``options['circuitBreaker']`` for the bot's exchange."""
+        reset = round(self.reset_timeout * 1000)
+        return {
+            "failureThreshold": 3,
+            "successThreshold": 2,
+            "resetTimeout": reset,
+            "resetTimeoutMultiplier": 2,
+            "maxResetTimeout": 4 * reset,
+            "resetTimeoutJitter": 0,  # the same timeline on every run
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentResult:
+    """One scripted incident; times are seconds since the start, ``None`` if never reached."""
+
+    name: str
+    group: str
+    started: float
+    opened: float | None
+    cleared: float | None
+    closed: float | None
+
+    @property
+    def time_to_open(self) -> float | None:
+        return None if self.opened is None else self.opened - self.started
+
+    @property
+    def time_to_recover(self) -> float | None:
+        """From the fault clearing to the circuit closing again."""
+        if self.closed is None or self.cleared is None:
+            return None
+        return max(0.0, self.closed - self.cleared)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a run did: requests per group, refusals, incidents and the errors the bot saw."""
+
+    duration: float
+    sent: dict[str, int]
+    rejected: dict[str, int]
+    failures: dict[str, int]
+    states: dict[str, str]
+    incidents: tuple[IncidentResult, ...]
+    exceptions: dict[str, int]
+    done: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Incident:
+    name: str
+    group: Group
+    started: float
+    rule: FaultRule
+    ends: float | None  # for a time span; a counted fault ends with its last request
+
+
+async def run_demo(
+    duration: float = 30.0,
+    *,
+    pace: float | None = None,
+    out: TextIO | None = None,
+    color: bool | None = None,
+) -> Summary:
+    """Run the demo for about ``duration`` s, printing to ``out`` (default stdout).
+
+    ``color`` defaults to whether ``out`` is a terminal and ``NO_COLOR`` is unset.
+    """
+    scenario = Scenario.scaled(duration, pace)
+    out = sys.stdout if out is None else out
+    if color is None:
+        color = _wants_color(out)
+    # The demo prints every transition itself; the logger's warnings would repeat them
+    # on stderr when the application has configured no logging.
+    logger = logging.getLogger("ccxt_breaker")
+    quiet = logging.NullHandler()
+    logger.addHandler(quiet)
+    try:
+        # The scripted incidents are the only ones: the simulator's per-key counters
+        # would add their own at the bot's pace.
+        async with KrakenSimulator(rate_limits=False) as sim:
+            exchange = kraken(
+                {
+                    **sim.ccxt_config(),
+                    "enableRateLimit": False,  # the bot paces its own loops
+                    "timeout": round(scenario.timeout * 1000),
+                    "timeout_on_exit": 0,  # no TLS to wind down on 127.0.0.1
+                    "options": {"circuitBreaker": scenario.breaker_options()},
+                }
+            )
+            if not hasattr(exchange, "incrementing_nonce"):
+                # Older ccxt signs Kraken calls with the bare millisecond clock, so two
+                # calls in one millisecond would share a nonce.
+                exchange.nonce = _increasing(exchange.nonce)
+            try:
+                return await _Run(scenario, sim, exchange, _Printer(out, color)).play()
+            finally:
+                await exchange.close()
+    finally:
+        logger.removeHandler(quiet)
+
+
+class _Bot:
+    """An ordinary ccxt bot: each task loops at its own pace and notes what it sees."""
+
+    def __init__(self, exchange: Any, pace: float, stop: asyncio.Event) -> None:
+        self.exchange = exchange
+        self.pace = pace
+        self.stop = stop
+        self.seen: Counter[str] = Counter()  # ccxt exceptions by class name
+        self.done: Counter[str] = Counter()
+        self.resting: list[str] = []  # placed orders not yet cancelled
+        # Kraken refuses a nonce lower than one it has already seen, so the signed calls
+        # of one key go out one at a time and arrive in the order they were signed.
+        self.signing = asyncio.Lock()
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            *(self._loop(self._ticker, symbol) for symbol in SYMBOLS),
+            self._loop(self._balance),
+            self._loop(self._trade),
+        )
+
+    async def _loop(self, step: Callable[..., Awaitable[None]], *args: str) -> None:
+        while not self.stop.is_set():
+            try:
+                await step(*args)
+            except ccxt.BaseError as exc:
+                self.seen[type(exc).__name__] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.pace)
+
+    async def _ticker(self, symbol: str) -> None:
+        await self.exchange.fetch_ticker(symbol)
+        self.done["tickers"] += 1
+
+    async def _balance(self) -> None:
+        async with self.signing:
+            await self.exchange.fetch_balance()
+        self.done["balances"] += 1
+
+    async def _trade(self) -> None:
+        await self.cancel_resting()
+        async with self.signing:
+            order = await self.exchange.create_order(*ORDER)
+        self.resting.append(order["id"])
+        self.done["orders placed"] += 1
+        await self.cancel_resting()
+
+    async def cancel_resting(self) -> None:
+        while self.resting:
+            try:
+                async with self.signing:
+                    await self.exchange.cancel_order(self.resting[0], ORDER[0])
+            except ccxt.OrderNotFound:
+                pass
+            else:
+                self.done["orders cancelled"] += 1
+            self.resting.pop(0)
+
+
+class _Printer:
+    def __init__(self, out: TextIO, color: bool) -> None:
+        self.out = out
+        self.color = color
+        self.arrow = "→" if _can_encode(out, "→") else "->"
+        self.start = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def line(self, text: str, at: float | None = None) -> None:
+        stamp = f"t=+{self.now() if at is None else at:.1f}s"
+        self.write(f"{stamp:<9} {text}\n")
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def state(self, state: str, width: int = 0) -> str:
+        return self.paint(f"{state:<{width}}", _COLORS.get(state, "0"))
+
+    def transition(self, at: float, event: StateChanged) -> None:
+        arrow = f"{self.state(event.old_state)} {self.arrow} {self.state(event.new_state)}"
+        text = f"{event.group:<8} {arrow} ({event.reason}"
+        cause = _brief(event.cause) if event.new_state == "open" else ""
+        text += f"; {cause})" if cause else ")"
+        if event.new_state == "open" and event.retry_after is not None:
+            text += f" retry in {event.retry_after:.1f}s"
+        self.line(text, at)
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, sim: KrakenSimulator, exchange: Any, p: _Printer):
+        self.scenario = scenario
+        self.sim = sim
+        self.exchange = exchange
+        self.p = p
+        self.breakers = exchange.circuit_breakers
+        self.stop = asyncio.Event()
+        self.bot = _Bot(exchange, scenario.pace, self.stop)
+        self.incidents: list[_Incident] = []
+        self.transitions: list[tuple[float, str, str]] = []  # (time, group, new state)
+        self.calm = asyncio.Event()  # set while every circuit is closed
+        self.calm.set()
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            at = self.p.now()
+            self.transitions.append((at, event.group, event.new_state))
+            self.p.transition(at, event)
+            if all(b.state == "closed" for b in self.breakers.values()):
+                self.calm.set()
+            else:
+                self.calm.clear()
+
+    async def play(self) -> Summary:
+        s, p = self.scenario, self.p
+        p.write(
+            f"A Kraken simulator on {self.sim.url} and a bot that, every {s.pace:.2f}s for "
+            f"{s.duration:g}s,\nfetches the {' and '.join(SYMBOLS)} tickers (public), its "
+            "balance (private), and places and\ncancels an order (trading); the client times "
+            f"out after {s.timeout:.2f}s. Each group's breaker opens after\n3 failures, for "
+            f"{s.reset_timeout:.1f}s at first (twice as long after a failed probe), and closes "
+            "after 2 good probes.\n\n"
+        )
+        await self.exchange.load_markets()
+        p.start = time.monotonic()  # the timeline starts with the bot
+        self.breakers.add_listener(self.on_event)
+        tasks = [asyncio.create_task(c) for c in (self.bot.run(), self._script(), self._status())]
+        try:
+            await self._until(s.duration)
+            # A circuit still open at the end gets a little longer to show its recovery.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.calm.wait(), s.duration / 2)
+        finally:
+            self.stop.set()
+            for task in tasks[1:]:
+                task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            self.breakers.remove_listener(self.on_event)
+        for outcome in outcomes:  # a bug in the bot or the script must not pass silently
+            if isinstance(outcome, Exception):
+                raise outcome
+        with contextlib.suppress(ccxt.BaseError):
+            await self.bot.cancel_resting()
+        summary = self._summary()
+        self._print_summary(summary)
+        return summary
+
+    async def _until(self, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - self.p.now()))
+
+    def _incident(
+        self,
+        name: str,
+        group: Group,
+        text: str,
+        fault: Fault,
+        seconds: float | None = None,
+        times: int | None = None,
+    ) -> None:
+        now = self.p.now()
+        rule = self.sim.faults.add(fault, group=group, seconds=seconds, times=times)
+        ends = None if seconds is None else now + seconds
+        self.incidents.append(_Incident(name, group, now, rule, ends))
+        self.p.line(self.p.paint(f"incident: {text}", "1"), now)
+
+    async def _script(self) -> None:
+        s = self.scenario
+        await self._until(s.outage_at)
+        self._incident(
+            "private API outage",
+            "private",
+            f"private API outage for {s.outage_for:.1f}s (EService:Unavailable)",
+            Fault.kraken_error("EService:Unavailable"),
+            seconds=s.outage_for,
+        )
+        await self._until(s.outage_at + s.outage_for)
+        self.p.line(self.p.paint("incident over: the private API answers again", "1"))
+        await self._until(s.limit_at)
+        self._incident(
+            "trading rate limit",
+            "trading",
+            f"trading rate limit: HTTP 429 with Retry-After: {s.retry_after}",
+            Fault.too_many_requests(s.retry_after),
+            times=1,
+        )
+        delay = 3 * s.timeout
+        await self._until(s.slow_at)
+        self._incident(
+            "slow public answers",
+            "public",
+            f"the next {SLOW_REQUESTS} public answers take {delay:.2f}s "
+            f"(client timeout {s.timeout:.2f}s)",
+            Fault.latency(delay),
+            times=SLOW_REQUESTS,
+        )
+
+    async def _status(self) -> None:
+        every = self.scenario.duration / 10
+        while True:
+            await asyncio.sleep(every)
+            parts = []
+            for group in GROUPS:
+                breaker = self.breakers[group]
+                text = self.p.state(breaker.state.value)
+                wait = breaker.retry_after
+                if breaker.state == "open" and wait:
+                    text += f" {wait:.1f}s"
+                parts.append(f"{group} {text}")
+            sent = len(self.sim.requests)
+            rejected = sum(b.snapshot()["rejected"] for b in self.breakers.values())
+            tail = f"| sent {sent}, rejected {rejected}"
+            self.p.line(self.p.paint("status   ", "2") + " · ".join(parts) + " " + tail)
+
+    def _summary(self) -> Summary:
+        snapshot = self.breakers.snapshot()
+        requests = self.sim.requests
+        results = []
+        for incident in self.incidents:
+            opened = next(
+                (
+                    t
+                    for t, g, st in self.transitions
+                    if g == incident.group and st == "open" and t >= incident.started
+                ),
+                None,
+            )
+            closed = None
+            if opened is not None:
+                closed = next(
+                    (
+                        t
+                        for t, g, st in self.transitions
+                        if g == incident.group and st == "closed" and t > opened
+                    ),
+                    None,
+                )
+            results.append(
+                IncidentResult(
+                    incident.name,
+                    incident.group,
+                    incident.started,
+                    opened,
+                    self._cleared(incident, requests),
+                    closed,
+                )
+            )
+        return Summary(
+            duration=self.p.now(),
+            sent={g: self.sim.count(group=g) for g in GROUPS},
+            rejected={g: snapshot[g]["rejected"] for g in GROUPS},
+            failures={g: snapshot[g]["failures"] for g in GROUPS},
+            states={g: snapshot[g]["state"] for g in GROUPS},
+            incidents=tuple(results),
+            exceptions=dict(self.bot.seen.most_common()),
+            done=dict(self.bot.done),
+        )
+
+    def _cleared(self, incident: _Incident, requests: list[RequestRecord]) -> float | None:
+        if incident.ends is not None:
+            return incident.ends
+        if incident.rule.hits < (incident.rule.times or 0):
+            return None  # the fault still waits for requests
+        # A counted fault clears with the last request it answered; the log shares the
+        # monotonic clock with the printer.
+        hit = [r.time for r in requests if r.group == incident.group and r.fault is not None]
+        return max(hit) - self.p.start if hit else None
+
+    def _print_summary(self, summary: Summary) -> None:
+        w = self.p.out.write
+        w(f"\nsummary after {summary.duration:.1f}s\n\n")
+        w(f"  {'group':<8} {'sent':>6} {'failed':>7} {'rejected':>9}  state\n")
+        for g in GROUPS:
+            w(
+                f"  {g:<8} {summary.sent[g]:>6} {summary.failures[g]:>7} "
+                f"{summary.rejected[g]:>9}  {self.p.state(summary.states[g])}\n"
+            )
+        w(
+            "  sent: requests that reached the simulator; rejected: calls refused by an "
+            "open circuit without sending\n\n"
+        )
+        w(
+            f"  {'incident':<21} {'group':<8} {'started':>8} {'time to open':>13} "
+            f"{'time to recover':>16}\n"
+        )
+        for r in summary.incidents:
+            w(
+                f"  {r.name:<21} {r.group:<8} {f'+{r.started:.1f}s':>8} "
+                f"{_seconds(r.time_to_open):>13} {_seconds(r.time_to_recover):>16}\n"
+            )
+        w(
+            "  time to open: from the incident's start to its circuit opening; time to "
+            "recover: from the\n  fault clearing (the outage's end, the last faulted "
+            "request) to the circuit closing again\n"
+        )
+        w("\n  ccxt exceptions the bot saw\n")
+        for name, count in summary.exceptions.items():
+            note = "  (refused, nothing sent)" if name == "CircuitOpenError" else ""
+            w(f"  {count:>6}  {name}{note}\n")
+        if not summary.exceptions:
+            w("  none\n")
+        done = ", ".join(f"{n} {k}" for k, n in summary.done.items())
+        w(f"\n  the bot's successful calls: {done or 'none'}\n")
+        self.p.out.flush()
+
+
+def _brief(cause: dict[str, str] | None) -> str:
+    """``ExchangeNotAvailable EService:Unavailable`` from a cause's type and message."""
+    if not cause:
+        return ""
+    kind, message = cause.get("type", "?"), cause.get("message", "")
+    found = _KRAKEN_ERROR.search(message)
+    if found:
+        return f"{kind} {found.group(0)}"
+    status = _HTTP_STATUS.search(message)
+    return f"{kind} HTTP {status.group(1)}" if status else kind
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _wants_color(out: TextIO) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+
+
+def _can_encode(out: TextIO, text: str) -> bool:
+    try:
+        text.encode(getattr(out, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _increasing(clock: Callable[[], Any]) -> Callable[[], int]:
+    last = 0
+
+    def nonce() -> int:
+        nonlocal last
+        last = max(last + 1, int(clock()))
+        return last
+
+    return nonce
