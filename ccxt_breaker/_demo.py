@@ -27,6 +27,7 @@ import ccxt
 from ._events import Event, StateChanged
 from ._hook import kraken
 from .testing import GROUPS, Fault, FaultRule, Group, KrakenSimulator, RequestRecord
+from .testing._simulator import strict_nonces
 
 __all__ = ["MIN_DURATION", "IncidentResult", "Scenario", "Summary", "run_demo"]
 
@@ -173,10 +174,7 @@ async def run_demo(
                     "options": {"circuitBreaker": scenario.breaker_options()},
                 }
             )
-            if not hasattr(exchange, "incrementing_nonce"):
-                # Older ccxt signs Kraken calls with the bare millisecond clock, so two
-                # calls in one millisecond would share a nonce.
-                exchange.nonce = _increasing(exchange.nonce)
+            strict_nonces(exchange)
             try:
                 return await _Run(scenario, sim, exchange, _Printer(out, color)).play()
             finally:
@@ -523,12 +521,3 @@ def _can_encode(out: TextIO, text: str) -> bool:
     return True
 
 
-def _increasing(clock: Callable[[], Any]) -> Callable[[], int]:
-    last = 0
-
-    def nonce() -> int:
-        nonlocal last
-        last = max(last + 1, int(clock()))
-        return last
-
-    return nonce

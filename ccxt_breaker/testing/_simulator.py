@@ -519,3 +519,22 @@ def _trades(m: Market, count: int, now: float) -> dict[str, Any]:
         price = m.mid + (m.tick if side == "b" else -m.tick)
         rows.append([m.price(price), "0.01000000", stamp, side, "l", "", 1000 + i])
     return {m.id: rows, "last": str(int(now * 1e9))}
+
+
+def strict_nonces(exchange: Any) -> None:
+    """Make an older ccxt's Kraken nonces strictly increase, as Kraken requires.
+
+    ccxt before 4.5.90 signs with the bare millisecond clock, so two private calls in one
+    millisecond share a nonce and Kraken (and the simulator) reject the second.
+    """
+    if hasattr(exchange, "incrementing_nonce"):
+        return
+    clock = exchange.nonce
+    last = 0
+
+    def nonce() -> int:
+        nonlocal last
+        last = max(last + 1, int(clock()))
+        return last
+
+    exchange.nonce = nonce

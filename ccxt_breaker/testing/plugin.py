@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from ._simulator import KrakenSimulator
+from ._simulator import KrakenSimulator, strict_nonces
 
 __all__ = ["KrakenFactory", "kraken_factory", "kraken_simulator"]
 
@@ -57,15 +57,6 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _increasing(clock: Callable[[], float]) -> Callable[[], int]:
-    last = 0
-
-    def nonce() -> int:
-        nonlocal last
-        last = max(last + 1, int(clock()))
-        return last
-
-    return nonce
 
 
 class KrakenFactory:
@@ -91,10 +82,7 @@ class KrakenFactory:
         # 127.0.0.1 has none, and the pause would dominate a suite of short tests.
         base = {**self.simulator.ccxt_config(), "timeout_on_exit": 0}
         exchange = cls(_merge(base, config or {}))
-        if not hasattr(exchange, "incrementing_nonce"):
-            # Older ccxt signs with the bare millisecond clock: two private calls in one
-            # millisecond share a nonce and Kraken (and the simulator) reject the second.
-            exchange.nonce = _increasing(exchange.nonce)
+        strict_nonces(exchange)
         self.made.append(exchange)
         return exchange
 
