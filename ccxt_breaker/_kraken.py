@@ -70,7 +70,7 @@ def section_default(section: str) -> str:
     return "private" if section == "private" else "public"
 
 
-def _group(section: str, path: str) -> str:
+def group(section: str, path: str) -> str:
     if section != "private":
         return "public"
     if path in _TRADING:
@@ -95,7 +95,7 @@ def endpoint_table(api: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
         for paths in methods.values():
             names: Iterable[str] = paths.keys() if isinstance(paths, Mapping) else paths
             for path in names:
-                table[path] = (section, _group(section, path), domain(section, path))
+                table[path] = (section, group(section, path), domain(section, path))
     return table
 
 

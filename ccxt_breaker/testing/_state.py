@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from .._kraken import group as kraken_group
 
 __all__ = [
     "ASSETS",
@@ -31,33 +33,9 @@ __all__ = [
 Group = Literal["public", "private", "trading", "funding", "earn"]
 GROUPS: tuple[Group, ...] = ("public", "private", "trading", "funding", "earn")
 
-# Kraken's matching engine limits these per pair; they never touch the per-key REST counter.
-_TRADING = frozenset(
-    {
-        "AddOrder",
-        "AddOrderBatch",
-        "AmendOrder",
-        "EditOrder",
-        "CancelOrder",
-        "CancelAll",
-        "CancelAllOrdersAfter",
-        "CancelOrderBatch",
-    }
-)
-_FUNDING = frozenset({"WalletTransfer", "AccountTransfer", "CreateSubaccount"})
-
-
 def endpoint_group(section: str, endpoint: str) -> Group:
-    """The group Kraken's endpoint falls in, mirroring the breaker's default groups."""
-    if section != "private":
-        return "public"
-    if endpoint in _TRADING:
-        return "trading"
-    if endpoint.startswith(("Deposit", "Withdraw")) or endpoint in _FUNDING:
-        return "funding"
-    if endpoint.startswith("Earn/"):
-        return "earn"
-    return "private"
+    """The group Kraken's endpoint falls in: the breaker's own default groups."""
+    return cast(Group, kraken_group(section, endpoint))
 
 
 def rest_cost(endpoint: str) -> int:
