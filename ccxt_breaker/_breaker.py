@@ -264,10 +264,6 @@ class CircuitBreaker:
         counters[0] += 1
         return self._clock.monotonic() if self.timed else 0.0
 
-    def now(self) -> float:
-        """The breaker's monotonic time."""
-        return self._clock.monotonic()
-
     def release(self, permit: int) -> None:
         """Give back a permit that was never used for a request."""
         self.machine.release(permit)

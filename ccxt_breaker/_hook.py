@@ -180,8 +180,7 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             if permit is None:
                 raise _Refused
         call.status = call.headers = None
-        counters[0] += 1  # breaker.start(), inlined on the hot path
-        started = breaker.now() if breaker.timed else 0.0
+        started = breaker.start(counters)
         try:
             response = await super().fetch(url, method, headers, body)
         except BaseException as exc:
@@ -198,9 +197,7 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             )
             raise
         if type(response) is dict or not route.json:
-            # settle(SUCCESS), whose usual case is inlined on the hot path
-            if breaker.timed or not breaker.machine.on_quick_success(permit):
-                breaker.settle(permit, counters, started, SUCCESS)
+            breaker.settle(permit, counters, started, SUCCESS)
         else:  # ccxt returns Cloudflare HTML or an empty body silently
             error = breaker.summary(
                 "NonJsonResponse", f"HTTP {call.status} answer was not a JSON object"
