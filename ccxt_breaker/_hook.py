@@ -1,31 +1,41 @@
-"""The one seam into ccxt: ``fetch2``, ``fetch``, ``sleep`` and ``on_rest_response``.
+"""The one seam into ccxt: ``fetch2``, ``fetch`` and ``sleep``.
 
 * ``fetch2`` runs once per call, before ccxt's rate-limit queue: an open circuit
   rejects here, so a refused call never waits and never spends a token.
 * ``fetch`` runs once per attempt, after the queue and inside ccxt's retry loop: it
   checks again (the circuit may have opened while the call waited or between
-  retries) and judges the attempt.
+  retries) and judges the attempt.  It finds its endpoint from the URL, which ends
+  with the endpoint's path.
 * ``sleep``, between ccxt's retries, ends the call early when the next attempt
   would be refused anyway.
-* ``on_rest_response`` hands the attempt's HTTP status and headers to the call through
-  a ``ContextVar``, since ccxt's exceptions carry neither and concurrent calls would
-  race on ``last_response_headers``.
+
+The common call, on a closed circuit, passes nothing from ``fetch2`` to ``fetch``: any
+state shared between them costs more than the rest of the hook (a ``ContextVar`` set
+measured 0.05x of a whole ccxt call).  A ``_Call`` in a ``ContextVar`` exists only while
+``fetch2`` holds a half-open permit, or after an attempt failed and ccxt may retry it.
+
+ccxt puts neither the HTTP status nor the headers on its exceptions, and concurrent
+calls would race on ``last_response_headers``; so a failed attempt reads them from its
+own traceback, in the frame of ccxt's ``fetch`` (see :func:`_response_of`).
 
 ccxt's own retry loop is left alone.  When an attempt is refused, ``fetch`` (or
 ``sleep``) raises ``_Refused``, a ``BaseException`` that the loop's ``except Exception`` lets
-through, and ``fetch2`` turns it into the error the caller is owed.
+through, and ``fetch2`` raises the error it carries: the last sent attempt's error, or a
+``CircuitOpenError`` when nothing was sent.
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ccxt
 import ccxt.async_support
+from ccxt.async_support.base.exchange import Exchange
 
-from ._breaker import SHADOW, CircuitBreaker
+from ._breaker import SHADOW
 from ._config import parse_settings
 from ._errors import FAILURE, SUCCESS
 from ._kraken import endpoint_table
@@ -36,23 +46,32 @@ __all__ = ["BreakerMixin", "install", "kraken", "uninstall"]
 
 _CREDENTIALS = ("apiKey", "secret", "password", "uid", "login", "privateKey", "token", "twofa")
 
+# ccxt's own default for fetch2's ``api``: a list since 4.5.89, a string before.
+_API_DEFAULT = inspect.signature(Exchange.fetch2).parameters["api"].default
+# The frame of ccxt's fetch, and its locals that hold the answer of an attempt.
+_FETCH_CODE = Exchange.fetch.__code__
+_STATUS, _HEADERS = "http_status_code", "headers"
+
 
 class _Refused(BaseException):
-    """An attempt of an admitted call was refused; see the module docstring."""
+    """An attempt was refused; ``error`` is what the caller gets instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
 
 
 class _Call:
-    """What one ``fetch2`` call knows across its attempts."""
+    """What a call carries from one of its steps to the next, when it carries anything."""
 
-    __slots__ = ("breaker", "headers", "last_error", "permit", "route", "status")
+    __slots__ = ("last_error", "permit", "route")
 
-    def __init__(self, route: Route, breaker: CircuitBreaker, permit: int) -> None:
+    def __init__(
+        self, route: Route, permit: int | None, last_error: BaseException | None = None
+    ) -> None:
         self.route = route
-        self.breaker = breaker
-        self.permit: int | None = permit  # held until an attempt takes it
-        self.last_error: BaseException | None = None
-        self.status: int | None = None
-        self.headers: Mapping[str, str] | None = None
+        self.permit = permit  # taken before the queue or between retries, until used
+        self.last_error = last_error  # the error of the last attempt sent
 
 
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
@@ -86,6 +105,26 @@ def _request_secrets(headers: Any) -> tuple[str, ...]:
     if not isinstance(headers, Mapping):
         return ()
     return tuple(v for k, v in headers.items() if k in ("API-Key", "API-Sign") and v)
+
+
+def _response_of(exc: BaseException) -> tuple[int | None, Mapping[str, str] | None]:
+    """The HTTP status and headers of the answer that ``exc`` was raised over, if any.
+
+    They are locals of ccxt's ``fetch`` frame, which is in the traceback of every error
+    raised while fetching.  ``headers`` holds the request's headers until an answer
+    arrives, so it is trusted only once the status is set.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is _FETCH_CODE:
+            local = frame.f_locals
+            status, headers = local.get(_STATUS), local.get(_HEADERS)
+            if not isinstance(status, int):
+                return None, None
+            return status, headers if isinstance(headers, Mapping) else None
+        tb = tb.tb_next
+    return None, None
 
 
 def _build_registry(exchange: Any, raw: Any, *, default_on: bool) -> BreakerRegistry | None:
@@ -126,82 +165,89 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             return BreakerRegistry(None, _table(self))
         return registry
 
-    # The rest of the arguments pass through untouched: ccxt 4.5.0 also takes headers
-    # and body here, later releases do not.
     async def fetch2(
         self,
         path: str,
-        api: Any = ["public"],  # noqa: B006  # ccxt's own default
-        *args: Any,
+        api: Any = _API_DEFAULT,
+        method: str = "GET",
+        params: Any = {},  # noqa: B006  # ccxt's own default
+        *rest: Any,
         **kwargs: Any,
     ) -> Any:
+        call = token = held = None
         registry = self._circuit_breakers
-        route = None if registry is None else registry.routes.get(path) or registry.route(path, api)
-        if route is None or route.breaker is None:
-            return await super().fetch2(path, api, *args, **kwargs)
-        breaker = route.breaker
-        machine = breaker.machine
-        if machine.state is CLOSED:  # the hot path of admit()
-            permit = machine.generation
-        else:
-            permit = breaker.admit(route.counters or route.count(), path)
-        call = _Call(route, breaker, permit)
-        token = _CALL.set(call)
+        if registry is not None:
+            route = registry.routes.get(path) or registry.route(path, api)
+            breaker = route.breaker
+            if breaker is not None and breaker.machine.state is not CLOSED:
+                # a half-open permit is taken before the queue and handed to the attempt
+                held = breaker
+                call = _Call(route, breaker.admit(route.counters or route.count(), path))
+                token = _CALL.set(call)
         try:
-            return await super().fetch2(path, api, *args, **kwargs)
-        except _Refused:
-            pass
+            # ccxt's own request() passes one more argument (4.5.89 and later) or three
+            # (older releases); spelling out the common case spares the cost of *rest.
+            if len(rest) == 1 and not kwargs:
+                return await super().fetch2(path, api, method, params, rest[0])
+            return await super().fetch2(path, api, method, params, *rest, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, _Refused):
+                raise
+            error = exc.error
         finally:
-            _CALL.reset(token)
-            # no attempt took the permit: cancelled in the queue, or sign() raised
-            if call.permit is not None:
-                breaker.release(call.permit)
-        # A request of this call went out: the caller gets what it answered, not a
-        # CircuitOpenError, which promises that nothing was sent.
-        if call.last_error is not None:
-            raise call.last_error
-        raise breaker.rejection(path)
+            if call is not None and held is not None and token is not None:
+                _CALL.reset(token)
+                if call.permit is not None:  # no attempt took it: cancelled, or sign() raised
+                    held.release(call.permit)
+            elif _CALL.get() is not None:  # a failed attempt's error, kept for a retry
+                _CALL.set(None)
+        raise error  # outside the handler, so the traceback does not show _Refused
 
     async def fetch(
         self, url: str, method: str = "GET", headers: Any = None, body: Any = None
     ) -> Any:
-        call = _CALL.get()
-        if call is None:
+        registry = self._circuit_breakers
+        route = None
+        if registry is not None:
+            route = registry.url_routes.get(url) or registry.route_of_url(url)
+        breaker = None if route is None else route.breaker
+        if breaker is None:
             return await super().fetch(url, method, headers, body)
-        route, breaker = call.route, call.breaker
+        assert route is not None
+        call = _CALL.get()
+        machine = breaker.machine
+        if call is None and machine.state is CLOSED:  # the hot path of try_admit()
+            permit = machine.generation
+        else:
+            permit = _permit(route, call)
         counters = route.counters or route.count()
-        permit = call.permit
-        call.permit = None  # this attempt owns the permit from here on
-        # A permit from an earlier generation is stale: the circuit changed while queued.
-        if permit is None or (permit != breaker.machine.generation and permit != SHADOW):
-            if permit is not None:
-                breaker.release(permit)
-            permit = breaker.try_admit(counters, route.endpoint)
-            if permit is None:
-                raise _Refused
-        call.status = call.headers = None
         started = breaker.start(counters)
         try:
             response = await super().fetch(url, method, headers, body)
         except BaseException as exc:
-            call.last_error = exc
+            status, answer_headers = _response_of(exc)
             breaker.settle_error(
                 permit,
                 counters,
                 started,
                 exc,
-                responded=call.status is not None,
-                status=call.status,
-                headers=call.headers,
+                responded=status is not None,
+                status=status,
+                headers=answer_headers,
                 secrets=_request_secrets(headers),
             )
+            # kept for the caller, should ccxt retry and the circuit refuse the retry
+            if call is None:
+                _CALL.set(_Call(route, None, exc))
+            else:
+                call.last_error = exc
             raise
+        if call is not None:
+            call.last_error = None
         if type(response) is dict or not route.json:
             breaker.settle(permit, counters, started, SUCCESS)
         else:  # ccxt returns Cloudflare HTML or an empty body silently
-            error = breaker.summary(
-                "NonJsonResponse", f"HTTP {call.status} answer was not a JSON object"
-            )
+            error = breaker.summary("NonJsonResponse", "the answer was not a JSON object")
             breaker.settle(permit, counters, started, FAILURE, error)
         return response
 
@@ -210,31 +256,27 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         # opened meanwhile, the next attempt would be refused, so end the call now.
         call = _CALL.get()
         if call is not None and call.permit is None:
-            route = call.route
-            call.permit = call.breaker.try_admit(route.count(), route.endpoint)
-            if call.permit is None:
-                raise _Refused
+            call.permit = _permit(call.route, call)
         return await super().sleep(milliseconds)
 
-    def on_rest_response(
-        self,
-        code: Any,
-        reason: Any,
-        url: Any,
-        method: Any,
-        response_headers: Any,
-        response_body: Any,
-        request_headers: Any,
-        request_body: Any,
-    ) -> Any:
-        call = _CALL.get()
-        if call is not None:
-            call.status = code
-            call.headers = response_headers
-        return super().on_rest_response(
-            code, reason, url, method, response_headers, response_body, request_headers,
-            request_body,
-        )
+
+def _permit(route: Route, call: _Call | None) -> int:
+    """The permit of an attempt off the plain closed path, or ``_Refused``."""
+    breaker = route.breaker
+    assert breaker is not None
+    permit = None
+    if call is not None:
+        permit, call.permit = call.permit, None  # this attempt owns it from here on
+    # A permit from an earlier generation is stale: the circuit changed while queued.
+    if permit is not None and permit != breaker.machine.generation and permit != SHADOW:
+        breaker.release(permit)
+        permit = None
+    if permit is None:
+        permit = breaker.try_admit(route.counters or route.count(), route.endpoint)
+        if permit is None:
+            error = None if call is None else call.last_error
+            raise _Refused(error or breaker.rejection(route.endpoint))
+    return permit
 
 
 class kraken(BreakerMixin, ccxt.async_support.kraken):  # type: ignore[misc]

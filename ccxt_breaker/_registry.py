@@ -17,6 +17,9 @@ __all__ = ["BreakerRegistry", "Route"]
 # many are remembered, so that a bot calling made-up paths cannot grow the table.
 MAX_LEARNED_ROUTES = 256
 _JSON_APIS = ("public", "private")
+# The most "/"-separated parts an endpoint path has ("Earn/Allocate" has 2).
+_MAX_PATH_DEPTH = 4
+_UNSEEN: Any = object()
 
 
 
@@ -83,6 +86,9 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             path: Route(self._breakers.get(self._group_of[path]), path, section in _JSON_APIS)
             for path, (section, _, _) in table.items()
         }
+        # request URL (without its query) -> route, learned as requests go out
+        self.url_routes: dict[str, Route | None] = {}
+        self._spilled: dict[str, Route] = {}
 
     # --- Mapping -------------------------------------------------------------------
 
@@ -137,7 +143,39 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                                                   section in _JSON_APIS)
                 self._group_of[path] = group
             else:
-                route = Route(self._breakers.get(group), "*", section in _JSON_APIS)
+                route = self._spill(section)
+        return route
+
+    def route_of_url(self, url: str) -> Route | None:
+        """The route of a request URL, or ``None`` for a URL of no known endpoint.
+
+        Kraken's URLs end with the endpoint's path (``.../0/private/Earn/Strategies``,
+        ``.../0/public/Ticker?pair=...``), so the longest path that ends the URL wins.
+        """
+        base = url.partition("?")[0]
+        route: Route | None = self.url_routes.get(base, _UNSEEN)
+        if route is _UNSEEN:
+            parts = base.split("/")
+            route = next(
+                (
+                    self.routes[path]
+                    for n in range(min(len(parts) - 1, _MAX_PATH_DEPTH), 0, -1)
+                    if (path := "/".join(parts[-n:])) in self.routes
+                ),
+                None,
+            )
+            if route is None:  # a path past the learning limit
+                route = next((self._spill(s) for s in _JSON_APIS if f"/{s}/" in base), None)
+            if len(self.url_routes) < self._route_limit:
+                self.url_routes[base] = route
+        return route
+
+    def _spill(self, section: str) -> Route:
+        """The one route that all unlisted paths of ``section`` share past the limit."""
+        route = self._spilled.get(section)
+        if route is None:
+            breaker = self._breakers.get(section_default(section))
+            route = self._spilled[section] = Route(breaker, "*", section in _JSON_APIS)
         return route
 
     def _trip_scope(

@@ -92,6 +92,38 @@ async def test_retry_refused_mid_call_does_not_sleep(backend: Backend, clock: Fa
     await exchange.close()
 
 
+async def test_retry_that_succeeds_leaves_nothing_for_the_next_call(backend: Backend,
+                                                                  clock: FakeClock) -> None:
+    """The error a failed attempt leaves for ccxt's retry ends with its call: a later call
+    that the circuit refuses gets CircuitOpenError, not that stale error."""
+    config = exchange_config(backend.url, clock, failureThreshold=5)
+    config["options"]["maxRetriesOnFailure"] = 1
+    exchange = ccxt_breaker.kraken(config)
+    backend.script("Time", DOWN)
+    await exchange.publicGetTime()  # the retry answers
+    breaker = exchange.circuit_breakers["public"]
+    assert (breaker.snapshot()["calls"], breaker.snapshot()["failures"]) == (2, 1)
+    breaker.force_open()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    assert backend.hits["Time"] == 2
+    await exchange.close()
+
+
+async def test_attempts_are_matched_to_endpoints_by_url(backend: Backend,
+                                                        clock: FakeClock) -> None:
+    """An attempt finds its endpoint from its URL, query string and nested paths included,
+    so its outcome lands on that endpoint's counters."""
+    exchange = make_exchange(backend.url, clock)
+    await exchange.publicGetTicker({"pair": "XBTUSD"})
+    await exchange.publicGetTicker({"pair": "ETHUSD"})
+    await exchange.privatePostEarnStrategies()
+    snapshot = exchange.circuit_breakers.snapshot()
+    await exchange.close()
+    assert snapshot["public"]["endpoints"]["Ticker"]["calls"] == 2
+    assert snapshot["earn"]["endpoints"]["Earn/Strategies"]["calls"] == 1
+
+
 async def test_half_open_probe_closes_after_success_threshold(backend: Backend,
                                                               clock: FakeClock) -> None:
     """After the open time one probe goes; successThreshold probe successes close."""

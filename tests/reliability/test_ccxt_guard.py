@@ -12,7 +12,11 @@ import ccxt.pro
 import pytest
 from ccxt.async_support.base.exchange import Exchange
 
-from ccxt_breaker._hook import BreakerMixin
+from ccxt_breaker._hook import _HEADERS, _STATUS, BreakerMixin
+from ccxt_breaker._kraken import endpoint_table
+from ccxt_breaker._registry import BreakerRegistry
+
+from ..support import api
 
 # The parameters (in order) of each ccxt method the hook overrides and calls super() with,
 # in every shape the supported ccxt releases have had.
@@ -22,8 +26,6 @@ EXPECTED = {
         ["self", "path", "api", "method", "params", "headers", "body", "config"],  # 4.5.0
     ],
     "fetch": [["self", "url", "method", "headers", "body"]],
-    "on_rest_response": [["self", "code", "reason", "url", "method", "response_headers",
-                          "response_body", "request_headers", "request_body"]],
 }
 
 
@@ -68,6 +70,26 @@ def test_fetch2_throttles_then_fetches() -> None:
         f"ccxt {ccxt.__version__}: fetch2 no longer calls throttle() and fetch()")
     assert source.find("self.throttle(") < source.find("self.fetch("), (
         f"ccxt {ccxt.__version__}: fetch2 now fetches before it throttles")
+
+
+def test_fetch_keeps_the_answer_in_the_locals_the_hook_reads() -> None:
+    """ccxt's fetch still names the answer's status and headers as _response_of() reads them."""
+    names = Exchange.fetch.__code__.co_varnames
+    assert {_STATUS, _HEADERS} <= set(names), (
+        f"ccxt {ccxt.__version__}: Exchange.fetch no longer has locals {_STATUS!r} and "
+        f"{_HEADERS!r}; ccxt_breaker cannot see the status and Retry-After of failed attempts")
+
+
+def test_every_kraken_url_ends_with_its_endpoint_path() -> None:
+    """kraken.sign() builds every endpoint's URL so that it ends with the path: fetch()
+    finds its endpoint from the URL alone."""
+    exchange = ccxt.async_support.kraken({"apiKey": "key", "secret": "c2VjcmV0"})
+    registry = BreakerRegistry(None, endpoint_table(exchange.describe()["api"]))
+    for path, (section, _, _) in endpoint_table(exchange.describe()["api"]).items():
+        request = exchange.sign(path, api(section), "POST", {"pair": "XBTUSD"})
+        assert registry.route_of_url(request["url"]) is registry.routes[path], (
+            f"ccxt {ccxt.__version__}: kraken's URL for {path!r} is {request['url']!r}")
+    exchange.session = None
 
 
 def test_pro_kraken_subclasses_async_kraken() -> None:
