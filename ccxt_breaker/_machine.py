@@ -121,6 +121,7 @@ class Machine:
         "in_flight",
         "open_until",
         "opened_at",
+        "quick",
         "reason",
         "reopen_count",
         "state",
@@ -143,6 +144,8 @@ class Machine:
         self.reopen_count = 0  # opens since the circuit last closed
         self.reason = "created"  # why the last transition happened, in words
         self._window = self._new_window()
+        # closed with no window: a success needs no clock and only ends the failure run
+        self.quick = self._window is None
 
     # --- the call protocol ---------------------------------------------------------
 
@@ -187,7 +190,7 @@ class Machine:
         The common case, a closed circuit with no window, only ends the failure run; this
         spares the hot path a clock read.
         """
-        if self.state is CLOSED and permit == self.generation and self._window is None:
+        if self.quick and permit == self.generation:
             self.failure_count = 0
             return True
         return False
@@ -298,3 +301,4 @@ class Machine:
             self.reopen_count = 0
             self.opened_at = None
             self._window = self._new_window()
+        self.quick = state is CLOSED and self._window is None

@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import ccxt
+import ccxt.async_support
 import pytest
 
 import ccxt_breaker
+from ccxt_breaker._hook import BreakerMixin
 
 from .support import Backend, FakeClock, Reply, api, exchange_config, make_exchange
 
@@ -270,3 +272,54 @@ async def test_disabled_groups_and_flag_pass_straight_through(backend: Backend) 
     await off.close()
     await partial.close()
     assert backend.hits["Time"] == 7
+
+
+async def test_subclass_fetch2_still_sees_every_call(backend: Backend, clock: FakeClock) -> None:
+    """A subclass that overrides fetch2 still gets every implicit call, refused ones
+    included: the hook's stand-in for ccxt's request() steps aside for it."""
+    seen: list[str] = []
+
+    class Logged(ccxt_breaker.kraken):
+        async def fetch2(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            seen.append(path)
+            return await super().fetch2(path, *args, **kwargs)
+
+    exchange = Logged(exchange_config(backend.url, clock))
+    await exchange.publicGetTime()
+    exchange.circuit_breakers["public"].force_open()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    assert (seen, backend.hits["Time"]) == (["Time", "Time"], 1)
+    await exchange.close()
+
+
+@pytest.mark.parametrize("name", ["fetch2", "fetch"])
+async def test_a_later_patch_of_ccxt_is_honoured(backend: Backend, clock: FakeClock,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 name: str) -> None:
+    """The hook looks ccxt's methods up on every call, so a patch of ccxt's class made
+    after import (as test suites do) still runs under the breaker."""
+    original = getattr(ccxt.async_support.kraken, name)
+    patched: list[str] = []
+
+    async def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        patched.append(name)
+        return await original(self, *args, **kwargs)
+
+    exchange = make_exchange(backend.url, clock)
+    monkeypatch.setattr(ccxt.async_support.kraken, name, spy)
+    await exchange.publicGetTime()
+    assert patched == [name]
+    assert exchange.circuit_breakers["public"].snapshot()["calls"] == 1
+    await exchange.close()
+
+
+def test_mixin_must_sit_right_before_the_ccxt_class() -> None:
+    """BreakerMixin put before anything but the ccxt exchange class fails when the class
+    is made, with a message, not later on the first call."""
+
+    class Other:
+        pass
+
+    with pytest.raises(TypeError, match="right before the ccxt exchange class"):
+        type("Bad", (BreakerMixin, Other, ccxt.async_support.kraken), {})

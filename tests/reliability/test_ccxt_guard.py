@@ -12,7 +12,8 @@ import ccxt.pro
 import pytest
 from ccxt.async_support.base.exchange import Exchange
 
-from ccxt_breaker._hook import _HEADERS, _STATUS, BreakerMixin
+import ccxt_breaker
+from ccxt_breaker._hook import _CCXT_REQUEST, _HEADERS, _STATUS, BreakerMixin
 from ccxt_breaker._kraken import endpoint_table
 from ccxt_breaker._registry import BreakerRegistry
 
@@ -45,14 +46,21 @@ def test_ccxt_signature_is_what_the_hook_expects(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_hook_matches_ccxt_signature(name: str) -> None:
-    """The hook's override of <name> names ccxt's leading parameters in ccxt's order, and
-    passes any others on through *args/**kwargs, so it is a drop-in."""
+    """The hook's override of <name> names ccxt's parameters in ccxt's order, so a caller
+    may pass any of them by name, on every supported ccxt."""
     hook = inspect.signature(getattr(BreakerMixin, name)).parameters.values()
     named = [p.name for p in hook if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    forwards_rest = {p.kind for p in hook} >= {inspect.Parameter.VAR_POSITIONAL,
-                                               inspect.Parameter.VAR_KEYWORD}
-    ccxt_names = parameters(getattr(Exchange, name))
-    assert named == (ccxt_names[: len(named)] if forwards_rest else ccxt_names)
+    assert named == parameters(getattr(Exchange, name))
+
+
+def test_ccxt_request_only_forwards_to_fetch2() -> None:
+    """ccxt's request() still does nothing but pass its arguments to fetch2(), so the hook's
+    fetch2 stands in for it and a call pays for one coroutine, not two."""
+    assert ccxt.async_support.kraken.request is Exchange.request
+    assert _CCXT_REQUEST is Exchange.request, (
+        f"ccxt {ccxt.__version__}: Exchange.request no longer only forwards to fetch2; "
+        "ccxt_breaker still works, through ccxt's request, but each call costs more")
+    assert ccxt_breaker.kraken.request is ccxt_breaker.kraken.fetch2
 
 
 @pytest.mark.parametrize("name", ["fetch2", "fetch"])
