@@ -219,27 +219,33 @@ class CircuitBreaker:
 
     def admit(self, counters: list[int], endpoint: str | None) -> int:
         """A permit for a new call, or :class:`CircuitOpenError`."""
-        if self.machine.state is CircuitState.CLOSED:  # the hot path of try_admit()
-            return self.machine.generation
-        permit = self.try_admit(counters, endpoint)
+        m = self.machine
+        if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
+            return m.generation
+        now = self._clock.monotonic()  # one reading serves the permit and the rejection
+        permit = self.try_admit(counters, endpoint, now)
         if permit is None:
-            raise self.rejection(endpoint)
+            raise self.rejection(endpoint, now)
         return permit
 
-    def rejection(self, endpoint: str | None) -> CircuitOpenError:
+    def rejection(self, endpoint: str | None, now: float | None = None) -> CircuitOpenError:
         """The error for a call this breaker refused."""
-        retry_after = self.machine.retry_after(self._clock.monotonic())
+        if now is None:
+            now = self._clock.monotonic()
         return CircuitOpenError(
-            self.group, endpoint, retry_after, self._opened_by, self.exchange_id
+            self.group, endpoint, self.machine.retry_after(now), self._opened_by, self.exchange_id
         )
 
-    def try_admit(self, counters: list[int], endpoint: str | None) -> int | None:
+    def try_admit(
+        self, counters: list[int], endpoint: str | None, now: float | None = None
+    ) -> int | None:
         """A permit, or ``None`` after counting (and reporting) the rejection."""
         m = self.machine
         if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
             return m.generation
+        if now is None:
+            now = self._clock.monotonic()
         old, generation = m.state, m.generation
-        now = self._clock.monotonic()
         permit = m.acquire(now)
         if m.generation != generation:
             self._announce(old, None)

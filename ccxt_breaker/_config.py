@@ -31,11 +31,10 @@ class SystemClock:
 
     __slots__ = ()
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
+    # time's own functions, not wrappers: a rejection reads the clock, and a Python
+    # call more is a tenth of its cost
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
 
 
 @dataclass(frozen=True, slots=True)

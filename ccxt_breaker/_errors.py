@@ -56,7 +56,8 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         self.retry_after = retry_after
         self.last_error = last_error
         self.exchange_id = exchange_id
-        super().__init__()
+        # no super().__init__(): BaseException.__new__ has already kept the arguments
+        # as ``args``, and a rejection should cost as little as a plain raise
 
     # Built on demand: a bot that rejects thousands of calls a second rarely prints them.
     def __str__(self) -> str:

@@ -223,10 +223,11 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         registry = self._circuit_breakers
         if registry is not None:
             route = registry.routes.get(path) or registry.route(path, api)
-            breaker = route.breaker
-            if breaker is not None and breaker.machine.state is not CLOSED:
+            machine = route.machine
+            if machine is not None and machine.state is not CLOSED:
                 # a half-open permit is taken before the queue and handed to the attempt
-                call = _Call(route, breaker.admit(route.counters or route.count(), path))
+                assert route.breaker is not None
+                call = _Call(route, route.breaker.admit(route.counters or route.count(), path))
                 held = call, _CALL.set(call)
         try:
             if legacy:
@@ -248,35 +249,27 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         self, url: str, method: str = "GET", headers: Any = None, body: Any = None
     ) -> Any:
         registry = self._circuit_breakers
-        route = None
-        if registry is not None:
-            route = registry.url_routes.get(url) or registry.route_of_url(url)
-        breaker = None if route is None else route.breaker
-        if breaker is None:
+        if registry is None:
+            return await self._ccxt.fetch(self, url, method, headers, body)
+        route = registry.url_routes.get(url) or registry.route_of_url(url)
+        machine = None if route is None else route.machine
+        if machine is None:
             return await self._ccxt.fetch(self, url, method, headers, body)
         assert route is not None
-        # The common attempt is spelled out: closed, no window, nothing handed on.  It
-        # reads no clock and calls nothing of the breaker's unless there is work to do.
         call = _CALL.get()
-        machine = breaker.machine
-        quick = call is None and machine.quick
-        if quick:
-            permit, started = machine.generation, 0.0
-            (route.counters or route.count())[0] += 1
-        else:
-            permit = _permit(route, call)
-            started = breaker.start(route.counters or route.count())
+        if call is not None or not machine.quick:
+            return await _attempt(self, route, call, url, method, headers, body)
+        # The common attempt, spelled out: closed, no window, nothing handed on.  It reads
+        # no clock and calls into the breaker only when a success has work to do.
+        permit = machine.generation
+        (route.counters or route.count())[0] += 1
         try:
             response = await self._ccxt.fetch(self, url, method, headers, body)
         except BaseException as exc:
-            _settle_error(route, call, permit, started, exc, headers)
+            _settle_error(route, None, permit, 0.0, exc, headers)
             raise
-        if not quick:
-            if call is not None:
-                _CALL.set(None)  # a success ends the call: nothing is kept for a retry
-            _settle_answer(route, permit, started, response)
-        elif machine.failure_count or (route.json and type(response) is not dict):
-            _settle_answer(route, permit, started, response)
+        if machine.failure_count or (route.json and type(response) is not dict):
+            _settle_answer(route, permit, 0.0, response)
         return response
 
     async def sleep(self, milliseconds: Any) -> Any:
@@ -305,6 +298,26 @@ if "headers" in inspect.signature(Exchange.fetch2).parameters:
         return await _fetch2(self, path, api, method, params, headers, body, config)
 
     BreakerMixin.fetch2 = _legacy_fetch2  # type: ignore[method-assign,assignment]
+
+
+async def _attempt(
+    exchange: Any, route: Route, call: _Call | None, url: str, *request: Any
+) -> Any:
+    """An attempt off the common path: it carries a permit or a retry's error, or its
+    circuit is half-open, open, or keeps a window."""
+    breaker = route.breaker
+    assert breaker is not None
+    permit = _permit(route, call)
+    started = breaker.start(route.counters or route.count())
+    try:
+        response = await exchange._ccxt.fetch(exchange, url, *request)
+    except BaseException as exc:
+        _settle_error(route, call, permit, started, exc, request[1])
+        raise
+    if call is not None:
+        _CALL.set(None)  # a success ends the call: nothing is kept for a retry
+    _settle_answer(route, permit, started, response)
+    return response
 
 
 def _settle_answer(route: Route, permit: int, started: float, response: Any) -> None:
