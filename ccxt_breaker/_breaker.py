@@ -173,14 +173,21 @@ class CircuitBreaker:
         """Await ``fn(*args, **kwargs)`` under this breaker, with the same verdict rules."""
         name = getattr(fn, "__name__", "call")
         counters = self._endpoints.get(name) or self.counters(name)
-        permit = self.admit(counters, name)
-        started = self.start(counters)
+        m = self.machine
+        quick = m.quick  # closed, no window: admitted, nothing to time (see the ccxt hook)
+        if quick:
+            permit, started = m.generation, 0.0
+            counters[0] += 1
+        else:
+            permit = self.admit(counters, name)
+            started = self.start(counters)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self.settle_error(permit, counters, started, exc, responded=None)
             raise
-        self.settle(permit, counters, started, SUCCESS)
+        if not quick or m.failure_count:  # a quick success only ends a failure run
+            self.settle(permit, counters, started, SUCCESS)
         return result
 
     async def __aenter__(self) -> CircuitBreaker:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import pickle
@@ -212,6 +213,21 @@ async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
         await guard.call(connect, "up")
     assert (caught.value.group, caught.value.endpoint) == ("ws", "connect")
     assert calls == ["up", "business", "down", "down"]
+
+
+async def test_call_success_ends_the_failure_run(clock: FakeClock) -> None:
+    """Through breaker.call, a success between failures resets the consecutive count, so
+    failures that never reach the threshold in a row never open the circuit."""
+    guard = breaker(clock, failure_threshold=3)
+
+    async def attempt(ok: bool) -> None:
+        if not ok:
+            raise ConnectionResetError("reset by peer")
+
+    for ok in [False, False, True, False, False, True, False, False]:
+        with pytest.raises(ConnectionResetError) if not ok else contextlib.nullcontext():
+            await guard.call(attempt, ok)
+    assert (guard.state, guard.snapshot()["failure_count"]) == ("closed", 2)
 
 
 async def test_async_with_guards_a_block(clock: FakeClock) -> None:
