@@ -168,7 +168,7 @@ else:
 
 
 class BreakerMixin(_Base):  # type: ignore[misc]
-    """Circuit breakers for a ccxt async exchange class; mix in before the ccxt class."""
+    """Circuit breakers for a ccxt async exchange class; mix in right before the ccxt class."""
 
     _circuit_breakers: BreakerRegistry | None = None
     # The ccxt class that follows the mixin.  Its methods are looked up on every call,
