@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import ccxt
 
 from ._config import BreakerConfig, Clock, SystemClock
-from ._errors import FAILURE, NEUTRAL, SUCCESS, CircuitOpenError, verdict
+from ._errors import FAILURE, NEUTRAL, SUCCESS, rejection, verdict
 from ._events import CallRejected, Listener, StateChanged, emit
 from ._kraken import CALL, named_limit
 from ._machine import OPEN, CircuitState, Machine
@@ -225,33 +225,12 @@ class CircuitBreaker:
         return counters
 
     def admit(self, counters: list[int], endpoint: str | None) -> int:
-        """A permit for a new call, or :class:`CircuitOpenError`."""
+        """A permit for a new call, or :class:`CircuitOpenError` once the rejection is
+        counted and reported (shadow mode lets it through with the ``SHADOW`` permit)."""
         m = self.machine
         if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
             return m.generation
         now = self._clock.monotonic()  # one reading serves the permit and the rejection
-        permit = self.try_admit(counters, endpoint, now)
-        if permit is None:
-            raise self.rejection(endpoint, now)
-        return permit
-
-    def rejection(self, endpoint: str | None, now: float | None = None) -> CircuitOpenError:
-        """The error for a call this breaker refused."""
-        if now is None:
-            now = self._clock.monotonic()
-        return CircuitOpenError(
-            self.group, endpoint, self.machine.retry_after(now), self._opened_by, self.exchange_id
-        )
-
-    def try_admit(
-        self, counters: list[int], endpoint: str | None, now: float | None = None
-    ) -> int | None:
-        """A permit, or ``None`` after counting (and reporting) the rejection."""
-        m = self.machine
-        if m.state is CircuitState.CLOSED:  # the hot path: no clock, no transition
-            return m.generation
-        if now is None:
-            now = self._clock.monotonic()
         old, generation = m.state, m.generation
         permit = m.acquire(now)
         if m.generation != generation:
@@ -270,7 +249,11 @@ class CircuitBreaker:
                 self._clock.time(),
             )
             emit(self._listeners, event)
-        return SHADOW if shadow else None
+        if shadow:
+            return SHADOW
+        raise rejection(
+            self.group, endpoint, m.retry_after(now), self._opened_by, self.exchange_id
+        )
 
     def start(self, counters: list[int]) -> float:
         """Count an attempt as sent; returns its start time when slow calls are timed."""

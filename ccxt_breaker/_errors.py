@@ -20,7 +20,9 @@ table is its specification.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+import functools
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 import aiohttp
 import ccxt
@@ -43,21 +45,46 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
     is forced open. ``last_error`` summarises the failure that opened it.
     """
 
+    # The fields live in ``args`` and are read through properties, so that a breaker can
+    # build a rejection with BaseException.__new__ alone: running a Python __init__ costs
+    # about a quarter of a whole rejection.
+    args: tuple[str, str | None, float | None, dict[str, str] | None, str]
+
     def __init__(
         self,
         group: str,
-        endpoint: str | None,
-        retry_after: float | None,
-        last_error: dict[str, str] | None,
+        endpoint: str | None = None,
+        retry_after: float | None = None,
+        last_error: dict[str, str] | None = None,
         exchange_id: str = "kraken",
     ) -> None:
-        self.group = group
-        self.endpoint = endpoint
-        self.retry_after = retry_after
-        self.last_error = last_error
-        self.exchange_id = exchange_id
-        # no super().__init__(): BaseException.__new__ has already kept the arguments
-        # as ``args``, and a rejection should cost as little as a plain raise
+        self.args = (group, endpoint, retry_after, last_error, exchange_id)
+
+    @property
+    def group(self) -> str:
+        """The group whose circuit is open."""
+        return self.args[0]
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint that was not sent, or the guarded function's name (``None`` for
+        ``async with``)."""
+        return self.args[1]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a probe may go; ``None`` while the breaker is forced open."""
+        return self.args[2]
+
+    @property
+    def last_error(self) -> dict[str, str] | None:
+        """``{type, message}`` of the failure that opened the circuit, if one did."""
+        return self.args[3]
+
+    @property
+    def exchange_id(self) -> str:
+        """The ccxt id of the exchange whose circuit is open."""
+        return self.args[4]
 
     # Built on demand: a bot that rejects thousands of calls a second rarely prints them.
     def __str__(self) -> str:
@@ -78,8 +105,15 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         return f"CircuitOpenError({self.group!r}, {self.endpoint!r}, {self.retry_after!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.group, self.endpoint, self.retry_after, self.last_error, self.exchange_id)
-        return (type(self), args)
+        return (type(self), self.args)
+
+
+# Builds a CircuitOpenError from its five fields without running __init__ (see ``args``);
+# a partial of a C function, so it adds no Python frame either.
+rejection = cast(
+    "Callable[[str, str | None, float | None, dict[str, str] | None, str], CircuitOpenError]",
+    functools.partial(BaseException.__new__, CircuitOpenError),
+)
 
 
 def verdict(exc: BaseException, responded: bool | None = None) -> int:

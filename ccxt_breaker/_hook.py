@@ -43,7 +43,7 @@ from ccxt.async_support.base.exchange import Exchange
 
 from ._breaker import SHADOW
 from ._config import parse_settings
-from ._errors import FAILURE, SUCCESS
+from ._errors import FAILURE, SUCCESS, CircuitOpenError
 from ._kraken import endpoint_table
 from ._machine import CLOSED
 from ._registry import BreakerRegistry, Route
@@ -374,10 +374,10 @@ def _permit(route: Route, call: _Call | None) -> int:
         breaker.release(permit)
         permit = None
     if permit is None:
-        permit = breaker.try_admit(route.counters or route.count(), route.endpoint)
-        if permit is None:
-            error = None if call is None else call.last_error
-            raise _Refused(error or breaker.rejection(route.endpoint))
+        try:
+            permit = breaker.admit(route.counters or route.count(), route.endpoint)
+        except CircuitOpenError as refused:
+            raise _Refused((None if call is None else call.last_error) or refused) from None
     return permit
 
 

@@ -103,6 +103,27 @@ async def test_circuit_open_error_carries_what_a_bot_needs(backend: Backend,
     assert (copy.group, str(copy)) == (error.group, str(error))
 
 
+def test_circuit_open_error_built_by_hand_equals_the_breakers() -> None:
+    """A CircuitOpenError constructed by a bot's own tests, by keyword or by position, has
+    the same fields, args, text and pickle as the one a breaker raises."""
+    breaker = CircuitBreaker("public", clock=FakeClock())
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError) as caught:
+        breaker.admit(breaker.counters("Time"), "Time")
+    raised = caught.value
+    by_keyword = CircuitOpenError(
+        group="public", endpoint="Time", retry_after=None, last_error=raised.last_error
+    )
+    by_position = CircuitOpenError("public", "Time", None, raised.last_error, "kraken")
+    for error in (by_keyword, by_position, pickle.loads(pickle.dumps(raised))):
+        assert error.args == raised.args
+        assert (error.group, error.endpoint, error.retry_after, error.exchange_id) == (
+            "public", "Time", None, "kraken")
+        assert error.last_error == {"type": "ForcedOpen", "message": "force_open() was called"}
+        assert (str(error), repr(error)) == (str(raised), repr(raised))
+    assert CircuitOpenError("earn").endpoint is None  # the fields after the group are optional
+
+
 async def test_transitions_are_logged(backend: Backend, clock: FakeClock,
                                       caplog: pytest.LogCaptureFixture) -> None:
     """Opening logs a WARNING naming group, cause and retry_after; other changes log INFO."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import ccxt_breaker
-from ccxt_breaker import CircuitBreaker
+from ccxt_breaker import CircuitBreaker, CircuitOpenError
 from ccxt_breaker._breaker import MAX_ENDPOINTS
 from ccxt_breaker._config import BreakerConfig
 from ccxt_breaker._errors import FAILURE, SUCCESS
@@ -66,8 +66,11 @@ def soak(calls: int, *, seed: int = 7) -> tuple[CircuitBreaker, int, int, int]:
         clock.advance(rng.choice((0.01, 0.01, 0.01, 0.6)) if down else 0.01)
         endpoint = f"Endpoint{i}"  # a new name every call: the counters must stay bounded
         counters = breaker.counters(endpoint)
-        permit = breaker.try_admit(counters, endpoint)
-        if permit is not None:
+        try:
+            permit = breaker.admit(counters, endpoint)
+        except CircuitOpenError:
+            pass
+        else:
             pending.append((permit, counters, breaker.start(counters)))
         while pending and (len(pending) > MAX_IN_FLIGHT or rng.random() < 0.5):
             permit, counters, started = pending.pop(rng.randrange(len(pending)))
