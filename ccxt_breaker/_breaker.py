@@ -192,8 +192,13 @@ class CircuitBreaker:
 
     async def __aenter__(self) -> CircuitBreaker:
         counters = self._endpoints.get("async with") or self.counters("async with")
-        permit = self.admit(counters, None)
-        _GUARDS.set((self, permit, counters, self.start(counters), _GUARDS.get()))
+        m = self.machine
+        if m.quick:  # as in call()
+            counters[0] += 1
+            _GUARDS.set((self, m.generation, counters, 0.0, _GUARDS.get()))
+        else:
+            permit = self.admit(counters, None)
+            _GUARDS.set((self, permit, counters, self.start(counters), _GUARDS.get()))
         return self
 
     async def __aexit__(
@@ -209,7 +214,9 @@ class CircuitBreaker:
         _, permit, counters, started, outer = guard
         _GUARDS.set(outer)
         if exc is None:
-            self.settle(permit, counters, started, SUCCESS)
+            m = self.machine
+            if not m.quick or m.failure_count:  # as in call()
+                self.settle(permit, counters, started, SUCCESS)
         else:
             self.settle_error(permit, counters, started, exc, responded=None)
 

@@ -236,19 +236,32 @@ async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
     assert calls == ["up", "business", "down", "down"]
 
 
-async def test_call_success_ends_the_failure_run(clock: FakeClock) -> None:
-    """Through breaker.call, a success between failures resets the consecutive count, so
-    failures that never reach the threshold in a row never open the circuit."""
+@pytest.mark.parametrize("form", ["call", "async with"])
+async def test_success_ends_the_failure_run(clock: FakeClock, form: str) -> None:
+    """Through breaker.call and async with, a success between failures resets the
+    consecutive count (and counts the call), so failures that never reach the threshold
+    in a row never open the circuit."""
     guard = breaker(clock, failure_threshold=3)
 
     async def attempt(ok: bool) -> None:
         if not ok:
             raise ConnectionResetError("reset by peer")
 
-    for ok in [False, False, True, False, False, True, False, False]:
-        with pytest.raises(ConnectionResetError) if not ok else contextlib.nullcontext():
+    async def guarded(ok: bool) -> None:
+        if form == "call":
             await guard.call(attempt, ok)
-    assert (guard.state, guard.snapshot()["failure_count"]) == ("closed", 2)
+        else:
+            async with guard:
+                await attempt(ok)
+
+    outcomes = [False, False, True, False, False, True, False, False]
+    for ok in outcomes:
+        with pytest.raises(ConnectionResetError) if not ok else contextlib.nullcontext():
+            await guarded(ok)
+    snapshot = guard.snapshot()
+    assert (guard.state, snapshot["failure_count"]) == ("closed", 2)
+    name = "attempt" if form == "call" else "async with"
+    assert snapshot["endpoints"][name]["calls"] == len(outcomes)
 
 
 async def test_async_with_guards_a_block(clock: FakeClock) -> None:
