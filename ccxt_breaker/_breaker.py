@@ -60,6 +60,7 @@ class CircuitBreaker:
         "_clock",
         "_endpoints",
         "_listeners",
+        "_on_change",
         "_on_limit",
         "_opened_by",
         "_scrub",
@@ -81,6 +82,7 @@ class CircuitBreaker:
         exchange_id: str = "kraken",
         scrub: Callable[[str], str] = _no_scrub,
         on_limit: LimitHandler | None = None,
+        on_change: Callable[[], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.group = group
@@ -90,6 +92,7 @@ class CircuitBreaker:
         self.machine = Machine(self.config, rand)
         self._scrub = scrub
         self._on_limit = on_limit
+        self._on_change = on_change  # told of every transition before anyone else
         self.timed = self.config.slow_call_duration is not None
         self._listeners: tuple[Listener, ...] = ()
         self._endpoints: dict[str, list[int]] = {}  # endpoint -> [calls, failures, rejected]
@@ -364,6 +367,8 @@ class CircuitBreaker:
             self._announce(old, cause)
 
     def _announce(self, old: CircuitState, cause: dict[str, str] | None) -> None:
+        if self._on_change is not None:
+            self._on_change()
         m = self.machine
         new = m.state
         retry_after = m.retry_after(self._clock.monotonic())

@@ -3,8 +3,10 @@
 * ``fetch2`` runs once per call, before ccxt's rate-limit queue: an open circuit
   rejects here, so a refused call never waits and never spends a token.  ccxt's
   ``request()`` does nothing but call ``fetch2``, so the hook's ``fetch2`` takes its
-  place too (checked against ccxt's code at import) and a call runs one coroutine
-  more than plain ccxt, not two.
+  place too (checked against ccxt's code at import).  While every circuit of the
+  instance is closed there is nothing to refuse there, so the instance's ``request``
+  goes straight to ccxt's ``fetch2`` (see :func:`_attach`) and a call runs as many
+  coroutines as in plain ccxt.
 * ``fetch`` runs once per attempt, after the queue and inside ccxt's retry loop: it
   checks again (the circuit may have opened while the call waited or between
   retries) and judges the attempt.  It finds its endpoint from the URL, which ends
@@ -12,30 +14,37 @@
 * ``sleep``, between ccxt's retries, ends the call early when the next attempt
   would be refused anyway.
 
-The hot path is a closed circuit with no sliding window.  There ``fetch2`` passes
-nothing to ``fetch`` (a ``ContextVar`` set alone measured 0.05x of a whole ccxt call),
-and ``fetch`` reads no clock and calls into the breaker only when a success has work
-to do.  A ``_Call`` in a ``ContextVar`` exists only while ``fetch2`` holds a half-open
-permit, or after an attempt failed and ccxt may retry it.  ccxt's methods are called
-through the class that follows the mixin rather than ``super()``: the lookup still
-happens on every call, so a patch of ccxt's class takes effect, at half the cost.
+The hot path is a closed circuit with no sliding window.  There nothing is passed to
+``fetch`` (a ``ContextVar`` set alone measured 0.05x of a whole ccxt call), and
+``fetch`` reads no clock and calls into the breaker only when a success has work to
+do.  A ``_Call`` in a ``ContextVar`` exists only while ``fetch2`` holds a half-open
+permit, or after an attempt failed and ccxt may retry it; the frame of ccxt's
+``fetch2`` tells that call's retries from a later call in the same task.  ccxt's
+methods are called through the class that follows the mixin rather than ``super()``:
+the lookup still happens on every call, so a patch of ccxt's class takes effect, at
+half the cost.
 
 ccxt puts neither the HTTP status nor the headers on its exceptions, and concurrent
 calls would race on ``last_response_headers``; so a failed attempt reads them from its
 own traceback, in the frame of ccxt's ``fetch`` (see :func:`_response_of`).
 
-ccxt's own retry loop is left alone.  When an attempt is refused, ``fetch`` (or
-``sleep``) raises ``_Refused``, a ``BaseException`` that the loop's ``except Exception`` lets
-through, and ``fetch2`` raises the error it carries: the last sent attempt's error, or a
-``CircuitOpenError`` when nothing was sent.
+ccxt's own retry loop is left alone.  When an attempt is refused, the caller gets the
+last sent attempt's error, or a ``CircuitOpenError`` when nothing was sent.  Under the
+hook's ``fetch2``, ``fetch`` (or ``sleep``) raises ``_Refused``, a ``BaseException`` that
+the loop's ``except Exception`` lets through, and ``fetch2`` raises the error it carries.
+A call that came in by the shortcut has no ``fetch2`` of ours above it, so the error is
+raised directly; should ccxt retry it, every retry is refused at once (:func:`_refuse`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import inspect
+import sys
+import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import ccxt
 import ccxt.async_support
@@ -63,6 +72,7 @@ _CCXT_REQUEST = (
 )
 # The frame of ccxt's fetch, and its locals that hold the answer of an attempt.
 _FETCH_CODE = Exchange.fetch.__code__
+_CCXT_FETCH2_CODE = Exchange.fetch2.__code__
 _STATUS, _HEADERS = "http_status_code", "headers"
 
 
@@ -77,14 +87,23 @@ class _Refused(BaseException):
 class _Call:
     """What a call carries from one of its steps to the next, when it carries anything."""
 
-    __slots__ = ("last_error", "permit", "route")
+    __slots__ = ("caller", "last_error", "permit", "refused", "route")
 
     def __init__(
-        self, route: Route, permit: int | None, last_error: BaseException | None = None
+        self,
+        route: Route,
+        permit: int | None,
+        last_error: BaseException | None = None,
+        caller: FrameType | None = None,
     ) -> None:
         self.route = route
         self.permit = permit  # taken before the queue or between retries, until used
         self.last_error = last_error  # the error of the last attempt sent
+        # The frame of ccxt's fetch2 running the call: what tells its retries from the
+        # next call in the same task.  None until the first attempt, for a call that
+        # fetch2 gave a permit before the queue.
+        self.caller = caller
+        self.refused: BaseException | None = None  # raised already, for ccxt to retry
 
     def give_back(self) -> None:
         """Release a permit that no attempt took (cancelled in the queue, or sign() raised)."""
@@ -193,14 +212,19 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         # ccxt's request() only forwards to fetch2(); where the hook's fetch2 is the one
         # that runs, it stands in for request() too, and every call is one coroutine
         # shorter (about 0.03x of a call).  Checked against ccxt's own code at import.
-        if cls.fetch2 is BreakerMixin.fetch2 and ccxt_class.request is _CCXT_REQUEST:
-            cls.request = BreakerMixin.fetch2
-        elif cls.request is BreakerMixin.fetch2:  # a subclass has its own fetch2
-            cls.request = ccxt_class.request
+        # A subclass's own request() is left alone, and its own fetch2() gets ccxt's
+        # request() back, so that it sees every call.
+        if cls.request in (ccxt_class.request, BreakerMixin.fetch2):
+            if cls.fetch2 is BreakerMixin.fetch2 and ccxt_class.request is _CCXT_REQUEST:
+                cls.request = BreakerMixin.fetch2
+            else:
+                cls.request = ccxt_class.request
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__({} if config is None else config)
-        self._circuit_breakers = _build_registry(self, _raw_option(self), default_on=True)
+        registry = _build_registry(self, _raw_option(self), default_on=True)
+        if registry is not None:
+            _attach(self, registry)
 
     @property
     def circuit_breakers(self) -> BreakerRegistry:
@@ -258,7 +282,7 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         assert route is not None
         call = _CALL.get()
         if call is not None or not machine.quick:
-            return await _attempt(self, route, call, url, method, headers, body)
+            return await _attempt(self, route, call, _caller(), url, method, headers, body)
         # The common attempt, spelled out: closed, no window, nothing handed on.  It reads
         # no clock and calls into the breaker only when a success has work to do.
         permit = machine.generation
@@ -266,7 +290,7 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         try:
             response = await self._ccxt.fetch(self, url, method, headers, body)
         except BaseException as exc:
-            _settle_error(route, None, permit, 0.0, exc, headers)
+            _settle_error(route, None, _caller(), permit, 0.0, exc, headers)
             raise
         if machine.failure_count or (route.json and type(response) is not dict):
             _settle_answer(route, permit, 0.0, response)
@@ -276,9 +300,32 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         # Inside a call this is the delay between ccxt's retries: when the circuit has
         # opened meanwhile, the next attempt would be refused, so end the call now.
         call = _CALL.get()
-        if call is not None and call.permit is None:
-            call.permit = _permit(call.route, call)
+        if call is not None and call.caller is not None and call.caller is _caller():
+            if call.refused is not None:
+                return None  # the retry is refused already: nothing to wait for
+            if call.permit is None:
+                try:
+                    call.permit = _permit(call.route, call)
+                except CircuitOpenError as refused:
+                    _refuse(call.route, call, call.caller, refused)
         return await super().sleep(milliseconds)
+
+
+# The frame of the hook's fetch2, which takes a refusal's error past ccxt's retry loop.
+_HOOK_FETCH2_CODE = BreakerMixin.fetch2.__code__
+
+
+def _direct_fetch2(
+    self: Any,
+    path: str,
+    api: Any = _API_DEFAULT,
+    method: str = "GET",
+    params: Any = {},  # noqa: B006  # ccxt's own defaults
+    config: Any = {},  # noqa: B006
+) -> Any:
+    # ccxt's fetch2 coroutine, looked up per call so that a patch of ccxt's class applies;
+    # a plain function, so it adds no coroutine to the call.
+    return self._ccxt.fetch2(self, path, api, method, params, config)
 
 
 if "headers" in inspect.signature(Exchange.fetch2).parameters:
@@ -299,20 +346,61 @@ if "headers" in inspect.signature(Exchange.fetch2).parameters:
 
     BreakerMixin.fetch2 = _legacy_fetch2  # type: ignore[method-assign,assignment]
 
+    def _direct_fetch2(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return self._ccxt.fetch2(self, *args, **kwargs)
+
+
+def _attach(exchange: Any, registry: BreakerRegistry) -> None:
+    """Give ``exchange`` its breakers, and the shortcut while every circuit is closed.
+
+    With every circuit closed there is nothing to refuse before ccxt's queue, so the
+    instance's ``request`` goes straight to ccxt's ``fetch2`` and a call runs no hook
+    above the queue (about 0.04x of a call).  The first transition away from all-closed
+    removes the shortcut before anyone else hears of it, so the next call is checked
+    before the queue again; the return to all-closed puts it back.  Every attempt is
+    still checked and judged by ``fetch``.  A call that came in by the shortcut and is
+    refused later, after the queue or between retries, is refused by ``_refuse``.
+    """
+    exchange._circuit_breakers = registry
+    if type(exchange).request is not BreakerMixin.fetch2:
+        return  # a subclass's own request() or fetch2() sees every call
+    shortcut = types.MethodType(_direct_fetch2, exchange)
+
+    def gate(all_closed: bool) -> None:
+        attributes = exchange.__dict__
+        if all_closed:
+            attributes.setdefault("request", shortcut)  # never over the user's own
+        elif attributes.get("request") is shortcut:
+            del attributes["request"]
+
+    registry.on_all_closed = gate
+    gate(registry.all_closed)
+
 
 async def _attempt(
-    exchange: Any, route: Route, call: _Call | None, url: str, *request: Any
+    exchange: Any, route: Route, call: _Call | None, caller: FrameType, url: str, *request: Any
 ) -> Any:
     """An attempt off the common path: it carries a permit or a retry's error, or its
     circuit is half-open, open, or keeps a window."""
+    if call is not None and call.caller is not caller:
+        if call.caller is None:  # the permit fetch2 took before the queue
+            call.caller = caller
+        else:  # left by an earlier call in this task, which ended without fetch2 above it
+            _CALL.set(None)
+            call = None
+    if call is not None and call.refused is not None:
+        raise call.refused  # ccxt retries the error of a refusal: refuse it again at once
     breaker = route.breaker
     assert breaker is not None
-    permit = _permit(route, call)
+    try:
+        permit = _permit(route, call)
+    except CircuitOpenError as refused:
+        _refuse(route, call, caller, refused)
     started = breaker.start(route.counters or route.count())
     try:
         response = await exchange._ccxt.fetch(exchange, url, *request)
     except BaseException as exc:
-        _settle_error(route, call, permit, started, exc, request[1])
+        _settle_error(route, call, caller, permit, started, exc, request[1])
         raise
     if call is not None:
         _CALL.set(None)  # a success ends the call: nothing is kept for a retry
@@ -335,6 +423,7 @@ def _settle_answer(route: Route, permit: int, started: float, response: Any) -> 
 def _settle_error(
     route: Route,
     call: _Call | None,
+    caller: FrameType,
     permit: int,
     started: float,
     exc: BaseException,
@@ -357,13 +446,13 @@ def _settle_error(
     )
     # kept for the caller, should ccxt retry and the circuit refuse the retry
     if call is None:
-        _CALL.set(_Call(route, None, exc))
+        _CALL.set(_Call(route, None, exc, caller))
     else:
         call.last_error = exc
 
 
 def _permit(route: Route, call: _Call | None) -> int:
-    """The permit of an attempt off the plain closed path, or ``_Refused``."""
+    """The permit of an attempt off the plain closed path; raises ``CircuitOpenError``."""
     breaker = route.breaker
     assert breaker is not None
     permit = None
@@ -374,11 +463,43 @@ def _permit(route: Route, call: _Call | None) -> int:
         breaker.release(permit)
         permit = None
     if permit is None:
-        try:
-            permit = breaker.admit(route.counters or route.count(), route.endpoint)
-        except CircuitOpenError as refused:
-            raise _Refused((None if call is None else call.last_error) or refused) from None
+        permit = breaker.admit(route.counters or route.count(), route.endpoint)
     return permit
+
+
+def _refuse(
+    route: Route, call: _Call | None, caller: FrameType, refused: CircuitOpenError
+) -> NoReturn:
+    """Refuse an attempt.  The caller gets the error of the last attempt sent, or
+    ``refused`` when none was."""
+    error = (None if call is None else call.last_error) or refused
+    above = caller.f_back
+    if above is not None and above.f_code is _HOOK_FETCH2_CODE:
+        raise _Refused(error)  # fetch2 raises it, past ccxt's retry loop
+    # The call came in by the shortcut, with no fetch2 of the hook above it to take the
+    # error past ccxt's retry loop (see _shortcut): raise the caller's error here.  If
+    # ccxt retries it, each retry is refused again at once, neither sent nor slept.
+    if call is None:
+        call = _Call(route, None, caller=caller)
+        _CALL.set(call)
+    call.refused = error
+    raise error
+
+
+def _caller() -> FrameType:
+    """The frame of ccxt's fetch2 that awaits the hook method calling this: it stays the
+    same across a call's retries.  Looked for by its code a few frames up, so that a
+    subclass's own fetch around the hook's does not hide it."""
+    frame: FrameType | None = sys._getframe(2)
+    assert frame is not None
+    start = frame
+    for _ in range(4):
+        if frame is None:
+            break
+        if frame.f_code is _CCXT_FETCH2_CODE:
+            return frame
+        frame = frame.f_back
+    return start
 
 
 class kraken(BreakerMixin, ccxt.async_support.kraken):  # type: ignore[misc]
@@ -427,7 +548,7 @@ def install() -> None:
         registry = _build_registry(self, raw, default_on=False)
         if registry is not None:
             self.__class__ = _guarded(type(self))
-            self._circuit_breakers = registry
+            _attach(self, registry)
 
     setattr(__init__, _MARK, original)
     cls.__init__ = __init__

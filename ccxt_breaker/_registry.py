@@ -10,6 +10,7 @@ from ._breaker import CircuitBreaker
 from ._config import Settings
 from ._events import Listener
 from ._kraken import DEFAULT_GROUPS, SCOPES, section_default
+from ._machine import CLOSED
 
 __all__ = ["BreakerRegistry", "Route"]
 
@@ -73,6 +74,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                         exchange_id=exchange_id,
                         scrub=scrub,
                         on_limit=self._trip_scope,
+                        on_change=self._changed,
                     )
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():
@@ -87,6 +89,9 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             path: Route(self._breakers.get(self._group_of[path]), path, section in _JSON_APIS)
             for path, (section, _, _) in table.items()
         }
+        # Whether every circuit is closed, and who to tell when that changes (the hook).
+        self.all_closed = True
+        self.on_all_closed: Callable[[bool], None] | None = None
         # request URL (without its query) -> route, learned as requests go out
         self.url_routes: dict[str, Route | None] = {}
         self._spilled: dict[str, Route] = {}
@@ -178,6 +183,13 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             breaker = self._breakers.get(section_default(section))
             route = self._spilled[section] = Route(breaker, "*", section in _JSON_APIS)
         return route
+
+    def _changed(self) -> None:
+        all_closed = all(b.machine.state is CLOSED for b in self._breakers.values())
+        if all_closed is not self.all_closed:
+            self.all_closed = all_closed
+            if self.on_all_closed is not None:
+                self.on_all_closed(all_closed)
 
     def _trip_scope(
         self, origin: CircuitBreaker, scope: str, seconds: float, cause: dict[str, str]

@@ -323,3 +323,114 @@ def test_mixin_must_sit_right_before_the_ccxt_class() -> None:
 
     with pytest.raises(TypeError, match="right before the ccxt exchange class"):
         type("Bad", (BreakerMixin, Other, ccxt.async_support.kraken), {})
+
+
+# --- the shortcut while every circuit is closed ---------------------------------------------
+
+
+def shortcut_on(exchange: Any) -> bool:
+    return "request" in vars(exchange)
+
+
+async def test_the_shortcut_lasts_only_while_every_circuit_is_closed(backend: Backend,
+                                                                     clock: FakeClock) -> None:
+    """With every circuit closed a call skips the hook above ccxt's queue; the first
+    transition away removes that shortcut before any listener hears of it (so a call made
+    from a listener is refused before the queue), and the return to all-closed restores it."""
+    exchange = make_exchange(backend.url, clock)
+    breakers = exchange.circuit_breakers
+    heard: list[tuple[str, bool]] = []
+    breakers.add_listener(
+        lambda event: heard.append((event.new_state, shortcut_on(exchange)))
+        if isinstance(event, ccxt_breaker.StateChanged) else None
+    )
+    assert shortcut_on(exchange)
+    breakers["earn"].force_open()
+    assert heard == [("open", False)]
+    breakers["public"].force_open()
+    breakers["earn"].reset()
+    assert not shortcut_on(exchange)  # public is still open
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    breakers["public"].reset()
+    assert shortcut_on(exchange)
+    await exchange.publicGetTime()
+    assert (backend.hits["Time"], breakers["public"].snapshot()["calls"]) == (1, 1)
+    await exchange.close()
+
+
+async def test_a_request_of_the_users_own_is_kept(backend: Backend, clock: FakeClock) -> None:
+    """A request() the user set on the instance or wrote in a subclass is never replaced,
+    and still runs under the breaker."""
+    seen: list[str] = []
+
+    class Logged(ccxt_breaker.kraken):
+        async def request(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            seen.append(path)
+            return await super().request(path, *args, **kwargs)
+
+    exchange = Logged(exchange_config(backend.url, clock))
+    assert not shortcut_on(exchange)
+    await exchange.publicGetTime()
+    exchange.circuit_breakers["public"].force_open()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await exchange.publicGetTime()
+    assert (seen, backend.hits["Time"]) == (["Time", "Time"], 1)
+    await exchange.close()
+
+    plain = make_exchange(backend.url, clock)
+    hooked = type(plain).request
+
+    async def own(path: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(f"own {path}")
+        return await hooked(plain, path, *args, **kwargs)
+
+    plain.request = own
+    plain.circuit_breakers["public"].force_open()
+    plain.circuit_breakers["public"].reset()
+    assert plain.request is own
+    await plain.publicGetTime()
+    assert (seen[-1], backend.hits["Time"]) == ("own Time", 2)
+    await plain.close()
+
+
+async def test_refused_retry_of_a_shortcut_call(backend: Backend, clock: FakeClock) -> None:
+    """A call that came in by the shortcut and whose retry is refused (its own failure
+    opened the circuit) gets its last sent attempt's error; ccxt's further retries are
+    refused at once, unsent, uncounted and unreported."""
+    config = exchange_config(backend.url, clock, failureThreshold=1)
+    config["options"]["maxRetriesOnFailure"] = 3  # no delay: ccxt does not sleep between
+    exchange = ccxt_breaker.kraken(config)
+    rejections: list[Any] = []
+    exchange.circuit_breakers.add_listener(
+        lambda event: rejections.append(event)
+        if isinstance(event, ccxt_breaker.CallRejected) else None
+    )
+    backend.always("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await exchange.publicGetTime()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    snapshot = exchange.circuit_breakers["public"].snapshot()
+    assert (backend.hits["Time"], snapshot["calls"], snapshot["rejected"]) == (1, 1, 1)
+    assert len(rejections) == 1
+    with pytest.raises(ccxt_breaker.CircuitOpenError):  # the next call: nothing stale
+        await exchange.publicGetTime()
+    await exchange.close()
+
+
+async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(backend: Backend,
+                                                                    clock: FakeClock) -> None:
+    """A call that failed by the shortcut leaves its error for a retry that never comes; the
+    next call in the same task, refused after ccxt's queue, gets CircuitOpenError and not
+    that stale error."""
+    config = exchange_config(backend.url, clock, failureThreshold=5)
+    config.update(enableRateLimit=True, rateLimit=50)
+    exchange = ccxt_breaker.kraken(config)
+    backend.script("Time", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    asyncio.get_running_loop().call_later(0.01, exchange.circuit_breakers["public"].force_open)
+    with pytest.raises(ccxt_breaker.CircuitOpenError):  # waits ~50 ms in the queue first
+        await exchange.publicGetTime()
+    assert backend.hits["Time"] == 1
+    await exchange.close()
