@@ -299,6 +299,9 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
     plain = ccxt.async_support.kraken(config(FakeSession()))
     bare = BareKraken(config(FakeSession()))
     breaker = ccxt_breaker.kraken(config(FakeSession()))
+    # with one circuit open the shortcut is off, so each call is checked before the queue
+    other_open = ccxt_breaker.kraken(config(FakeSession()))
+    other_open.circuit_breakers["earn"].force_open()
     ccxt_breaker.install()
     try:
         no_flag = ccxt.async_support.kraken(config(FakeSession()))
@@ -311,6 +314,7 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
         "plain": plain,
         "bare fetch2 override": bare,
         "ccxt_breaker.kraken": breaker,
+        "... with 'earn' open": other_open,
         "install(), no flag": no_flag,
         "install(), flag on": flag,
     }
