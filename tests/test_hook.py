@@ -434,3 +434,27 @@ async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(backend: Ba
         await exchange.publicGetTime()
     assert backend.hits["Time"] == 1
     await exchange.close()
+
+
+async def test_a_subclass_fetch_keeps_a_calls_retries_together(backend: Backend,
+                                                               clock: FakeClock) -> None:
+    """A subclass's own fetch() around the hook's does not hide a call's retries from it: a
+    refused retry still ends the call with the last sent attempt's error, counted once."""
+    attempts: list[str] = []
+
+    class Logged(ccxt_breaker.kraken):
+        async def fetch(self, url: str, *args: Any, **kwargs: Any) -> Any:
+            attempts.append(url)
+            return await super().fetch(url, *args, **kwargs)
+
+    config = exchange_config(backend.url, clock, failureThreshold=2)
+    config["options"]["maxRetriesOnFailure"] = 3
+    exchange = Logged(config)
+    backend.always("AddOrder", DOWN)
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await exchange.privatePostAddOrder({"pair": "XBTUSD"})
+    await exchange.close()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    snapshot = exchange.circuit_breakers["trading"].snapshot()
+    assert (backend.hits["AddOrder"], snapshot["calls"], snapshot["rejected"]) == (2, 2, 1)
+    assert len(attempts) == 4  # ccxt went round its loop; the last two were refused unsent
