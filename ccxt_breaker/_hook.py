@@ -355,7 +355,7 @@ def _attach(exchange: Any, registry: BreakerRegistry) -> None:
 
     With every circuit closed there is nothing to refuse before ccxt's queue, so the
     instance's ``request`` goes straight to ccxt's ``fetch2`` and a call runs no hook
-    above the queue (about 0.04x of a call).  The first transition away from all-closed
+    above the queue (0.01-0.04x of a call).  The first transition away from all-closed
     removes the shortcut before anyone else hears of it, so the next call is checked
     before the queue again; the return to all-closed puts it back.  Every attempt is
     still checked and judged by ``fetch``.  A call that came in by the shortcut and is
@@ -477,7 +477,7 @@ def _refuse(
     if above is not None and above.f_code is _HOOK_FETCH2_CODE:
         raise _Refused(error)  # fetch2 raises it, past ccxt's retry loop
     # The call came in by the shortcut, with no fetch2 of the hook above it to take the
-    # error past ccxt's retry loop (see _shortcut): raise the caller's error here.  If
+    # error past ccxt's retry loop (see _attach): raise the caller's error here.  If
     # ccxt retries it, each retry is refused again at once, neither sent nor slept.
     if call is None:
         call = _Call(route, None, caller=caller)
