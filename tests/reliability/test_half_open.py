@@ -74,3 +74,35 @@ async def test_rejection_happens_without_suspending(backend: Backend, clock: Fak
     await exchange.close()
     assert (caught.value.group, caught.value.endpoint, backend.hits["Time"]) == (
         "public", "Time", 1)
+
+
+@pytest.mark.parametrize("probes", [1, 3])
+async def test_calls_queued_since_all_closed_let_out_exactly_max_calls(
+    backend: Backend, clock: FakeClock, probes: int
+) -> None:
+    """Calls that entered ccxt's queue while every circuit was closed (by the shortcut past
+    the check before the queue), and leave it once the circuit is half-open, let exactly
+    halfOpenMaxCalls out; every other one is refused unsent, and counted once."""
+    calls = 200
+    config = exchange_config(backend.url, clock, failureThreshold=1, halfOpenMaxCalls=probes,
+                             successThreshold=probes)
+    config.update(enableRateLimit=True, rateLimit=2)
+    exchange = ccxt_breaker.kraken(config)
+    breaker = exchange.circuit_breakers["public"]
+    backend.script("Time", Reply(503, "<html>down</html>"))
+    assert "request" in vars(exchange)  # every circuit closed: the shortcut is on
+    tasks = [asyncio.create_task(exchange.publicGetTime()) for _ in range(calls)]
+    await until(lambda: breaker.state == "open")
+    backend.gate = asyncio.Event()  # probes are held at the server, in flight
+    clock.advance(RESET_TIMEOUT)
+    await until(lambda: backend.hits["Time"] == 1 + probes)
+    await until(lambda: sum(t.done() for t in tasks) == calls - probes)
+    in_flight = breaker.snapshot()["half_open_in_flight"]
+    backend.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await exchange.close()
+
+    refused = sum(isinstance(r, ccxt_breaker.CircuitOpenError) for r in results)
+    assert (in_flight, refused) == (probes, calls - 1 - probes)
+    assert (backend.hits["Time"], breaker.state) == (1 + probes, "closed")
+    assert breaker.snapshot()["rejected"] == calls - 1 - probes
