@@ -89,8 +89,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             path: Route(self._breakers.get(self._group_of[path]), path, section in _JSON_APIS)
             for path, (section, _, _) in table.items()
         }
-        # Whether every circuit is closed, and who to tell when that changes (the hook).
-        self.all_closed = True
+        self._all_closed = True
+        # told when all_closed changes, before any listener hears of the transition
         self.on_all_closed: Callable[[bool], None] | None = None
         # request URL (without its query) -> route, learned as requests go out
         self.url_routes: dict[str, Route | None] = {}
@@ -122,6 +122,11 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             return self._group_of[path]
         except KeyError:
             raise KeyError(_unknown("endpoint", path, list(self._group_of))) from None
+
+    @property
+    def all_closed(self) -> bool:
+        """Whether every circuit is closed (also when there are no breakers)."""
+        return self._all_closed
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{group: breaker.snapshot()}``, JSON-serializable."""
@@ -186,8 +191,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     def _changed(self) -> None:
         all_closed = all(b.machine.state is CLOSED for b in self._breakers.values())
-        if all_closed is not self.all_closed:
-            self.all_closed = all_closed
+        if all_closed is not self._all_closed:
+            self._all_closed = all_closed
             if self.on_all_closed is not None:
                 self.on_all_closed(all_closed)
 

@@ -344,16 +344,17 @@ async def test_the_shortcut_lasts_only_while_every_circuit_is_closed(backend: Ba
         lambda event: heard.append((event.new_state, shortcut_on(exchange)))
         if isinstance(event, ccxt_breaker.StateChanged) else None
     )
-    assert shortcut_on(exchange)
+    assert (shortcut_on(exchange), breakers.all_closed) == (True, True)
     breakers["earn"].force_open()
     assert heard == [("open", False)]
     breakers["public"].force_open()
     breakers["earn"].reset()
     assert not shortcut_on(exchange)  # public is still open
+    assert not breakers.all_closed
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
     breakers["public"].reset()
-    assert shortcut_on(exchange)
+    assert (shortcut_on(exchange), breakers.all_closed) == (True, True)
     await exchange.publicGetTime()
     assert (backend.hits["Time"], breakers["public"].snapshot()["calls"]) == (1, 1)
     await exchange.close()
