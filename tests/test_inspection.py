@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import pickle
@@ -236,20 +237,87 @@ async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
     assert calls == ["up", "business", "down", "down"]
 
 
-@pytest.mark.parametrize("form", ["call", "async with"])
+async def test_guard_decorates_functions_and_methods(clock: FakeClock) -> None:
+    """@breaker.guard keeps the function's name, signature and coroutine-ness, binds as a
+    method in a class body, counts under the function's name with call()'s verdicts, and
+    refuses without calling once open; a non-callable is refused at decoration."""
+    guard = breaker(clock, failure_threshold=2)
+    calls: list[str] = []
+
+    class Feed:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @guard.guard
+        async def connect(self, kind: str) -> str:
+            """Open the feed."""
+            calls.append(f"{self.name}:{kind}")
+            if kind == "down":
+                raise ConnectionResetError("reset by peer")
+            if kind == "business":
+                raise ccxt.InsufficientFunds("no money")
+            return self.name
+
+    feed = Feed("book")
+    assert (Feed.connect.__name__, Feed.connect.__doc__) == ("connect", "Open the feed.")
+    assert inspect.iscoroutinefunction(Feed.connect)
+    assert await feed.connect("up") == "book"
+    with pytest.raises(ccxt.InsufficientFunds):
+        await feed.connect("business")
+    for _ in range(2):
+        with pytest.raises(ConnectionResetError):
+            await feed.connect(kind="down")
+    with pytest.raises(CircuitOpenError) as caught:
+        await feed.connect("up")
+    assert (caught.value.group, caught.value.endpoint) == ("ws", "connect")
+    assert calls == ["book:up", "book:business", "book:down", "book:down"]
+    assert guard.snapshot()["endpoints"]["connect"] == {"calls": 4, "failures": 2, "rejected": 1}
+    with pytest.raises(TypeError, match="async callable"):
+        guard.guard("connect")  # type: ignore[arg-type]
+
+
+async def test_guard_probes_at_half_open(clock: FakeClock) -> None:
+    """A guard function at half-open takes a probe permit like call(): concurrent calls
+    beyond halfOpenMaxCalls are refused without running, and the probes' successes close
+    the circuit."""
+    guard = breaker(clock, failure_threshold=1, half_open_max_calls=2, success_threshold=2)
+    release = asyncio.Event()
+    ran = 0
+
+    @guard.guard
+    async def probe() -> None:
+        nonlocal ran
+        ran += 1
+        await release.wait()
+
+    guard.trip(0.0, {"type": "T", "message": "m"})
+    clock.advance(30)
+    tasks = [asyncio.create_task(probe()) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 2 + ["CircuitOpenError"] * 3
+    assert (ran, guard.state) == (2, "closed")
+
+
+@pytest.mark.parametrize("form", ["call", "guard", "async with"])
 async def test_success_ends_the_failure_run(clock: FakeClock, form: str) -> None:
-    """Through breaker.call and async with, a success between failures resets the
-    consecutive count (and counts the call), so failures that never reach the threshold
-    in a row never open the circuit."""
+    """Through breaker.call, a breaker.guard function and async with, a success between
+    failures resets the consecutive count (and counts the call), so failures that never
+    reach the threshold in a row never open the circuit."""
     guard = breaker(clock, failure_threshold=3)
 
     async def attempt(ok: bool) -> None:
         if not ok:
             raise ConnectionResetError("reset by peer")
 
+    guarded_attempt = guard.guard(attempt)
+
     async def guarded(ok: bool) -> None:
         if form == "call":
             await guard.call(attempt, ok)
+        elif form == "guard":
+            await guarded_attempt(ok)
         else:
             async with guard:
                 await attempt(ok)
@@ -260,7 +328,7 @@ async def test_success_ends_the_failure_run(clock: FakeClock, form: str) -> None
             await guarded(ok)
     snapshot = guard.snapshot()
     assert (guard.state, snapshot["failure_count"]) == ("closed", 2)
-    name = "attempt" if form == "call" else "async with"
+    name = "async with" if form == "async with" else "attempt"
     assert snapshot["endpoints"][name]["calls"] == len(outcomes)
 
 

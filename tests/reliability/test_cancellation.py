@@ -1,7 +1,8 @@
 """Cancellation matrix: a cancelled call is never counted and always gives its probe slot back.
 
 Every combination of where the call is (at the server through the ccxt hook, in ccxt's
-rate-limit queue, inside ``breaker.call()``, inside ``async with breaker``), the state it
+rate-limit queue, inside ``breaker.call()`` or a ``breaker.guard`` function, inside
+``async with breaker``), the state it
 is cancelled in (closed, open, half-open) and how it is cancelled (``asyncio.timeout``,
 ``asyncio.wait_for``, ``task.cancel()``, a failing TaskGroup sibling).
 """
@@ -126,6 +127,13 @@ class BreakerCall:
         pass
 
 
+class GuardedCall(BreakerCall):
+    """A call of ``breaker.guard(fn)`` with ``fn`` suspended."""
+
+    def start(self) -> Coroutine[Any, Any, Any]:
+        return self.breaker.guard(self.work)()
+
+
 class AsyncWith(BreakerCall):
     """``async with breaker:`` around a suspended body."""
 
@@ -137,7 +145,7 @@ class AsyncWith(BreakerCall):
         return self.guarded()
 
 
-TARGETS = [HookAtServer, HookInQueue, BreakerCall, AsyncWith]
+TARGETS = [HookAtServer, HookInQueue, BreakerCall, GuardedCall, AsyncWith]
 
 
 # --- how it is cancelled: each returns what the caller saw --------------------------------

@@ -50,10 +50,13 @@ async def bring_to(later: str, clock: FakeClock, fail: Callable[[], Awaitable[No
 CONFIG = {"failureThreshold": 3, "successThreshold": 2, "resetTimeout": 10_000}
 
 
+@pytest.mark.parametrize("form", ["call", "guard"])
 @pytest.mark.parametrize(("outcome", "later"), ROWS)
-async def test_stale_result_of_guarded_call(clock: FakeClock, outcome: str, later: str) -> None:
-    """A breaker.call() started in closed and ending after the transitions counts for nothing,
-    and its caller still gets its own result or error."""
+async def test_stale_result_of_guarded_call(clock: FakeClock, outcome: str, later: str,
+                                            form: str) -> None:
+    """A breaker.call(), or a call of a breaker.guard function, started in closed and ending
+    after the transitions counts for nothing, and its caller still gets its own result or
+    error."""
     breaker = CircuitBreaker("stale", BreakerConfig(failure_threshold=3, success_threshold=2,
                                                     reset_timeout=10.0), clock=clock)
     finish = asyncio.Event()
@@ -75,7 +78,7 @@ async def test_stale_result_of_guarded_call(clock: FakeClock, outcome: str, late
     async def succeed() -> None:
         await breaker.call(asyncio.sleep, 0)
 
-    late = asyncio.create_task(breaker.call(slow))
+    late = asyncio.create_task(breaker.call(slow) if form == "call" else breaker.guard(slow)())
     await asyncio.sleep(0)
     await bring_to(later, clock, fail, succeed)
     before = state_of(breaker)
