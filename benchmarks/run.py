@@ -452,7 +452,6 @@ async def peer_steps() -> tuple[dict[str, Call], dict[str, str]]:
     """One guarded call per peer library; the reason for each one that is missing."""
     steps: dict[str, Call] = {}
     missing: dict[str, str] = {}
-    version = dist_version
     try:
         import purgatory
 
@@ -471,11 +470,11 @@ async def peer_steps() -> tuple[dict[str, Call], dict[str, str]]:
             async with held:
                 await noop()
 
-        steps[PURGATORY.format(version("purgatory"))] = purgatory_documented
-        steps[f"purgatory {version('purgatory')} (@decorator, as documented)"] = (
+        steps[PURGATORY.format(dist_version("purgatory"))] = purgatory_documented
+        steps[f"purgatory {dist_version('purgatory')} (@decorator, as documented)"] = (
             purgatory_decorator
         )
-        steps[PURGATORY_HELD.format(version("purgatory"))] = purgatory_held
+        steps[PURGATORY_HELD.format(dist_version("purgatory"))] = purgatory_held
     except Exception as exc:  # report any failure as n/a
         missing["purgatory"] = f"{type(exc).__name__}: {exc}"
     try:
@@ -487,7 +486,7 @@ async def peer_steps() -> tuple[dict[str, Call], dict[str, str]]:
             with pb.calling():
                 await noop()
 
-        steps[f"pybreaker {version('pybreaker')} (with calling())"] = pybreaker_calling
+        steps[f"pybreaker {dist_version('pybreaker')} (with calling())"] = pybreaker_calling
         if not getattr(pybreaker, "HAS_TORNADO_SUPPORT", False):
             missing["pybreaker call_async"] = "needs tornado, which is not installed"
     except Exception as exc:
@@ -500,7 +499,7 @@ async def peer_steps() -> tuple[dict[str, Call], dict[str, str]]:
         async def aiobreaker_call() -> None:
             await ab.call_async(noop)
 
-        steps[f"aiobreaker {version('aiobreaker')} (call_async)"] = aiobreaker_call
+        steps[f"aiobreaker {dist_version('aiobreaker')} (call_async)"] = aiobreaker_call
     except Exception as exc:
         missing["aiobreaker"] = f"{type(exc).__name__}: {exc}"
     try:
@@ -511,7 +510,7 @@ async def peer_steps() -> tuple[dict[str, Call], dict[str, str]]:
         async def circuitbreaker_call() -> None:
             await wrapped()
 
-        steps[f"circuitbreaker {version('circuitbreaker')} (decorator)"] = circuitbreaker_call
+        steps[f"circuitbreaker {dist_version('circuitbreaker')} (decorator)"] = circuitbreaker_call
     except Exception as exc:
         missing["circuitbreaker"] = f"{type(exc).__name__}: {exc}"
     return steps, missing
