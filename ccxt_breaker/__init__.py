@@ -5,8 +5,6 @@ Use ``ccxt_breaker.kraken`` in place of ``ccxt.async_support.kraken``, or call
 config.  See the README for the configuration keys and the verdict table.
 """
 
-from __future__ import annotations
-
 from ._breaker import CircuitBreaker
 from ._config import BreakerConfig, Clock
 from ._errors import CircuitOpenError

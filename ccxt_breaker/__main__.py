@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(rest)
     if rest:
         demo.error(f"unrecognized arguments: {' '.join(rest)}")
-    from ._demo import MIN_DURATION, run_demo
+    from .testing._demo import MIN_DURATION, run_demo
 
     if args.duration < MIN_DURATION:
         demo.error(f"argument --duration: must be at least {MIN_DURATION:g}, not {args.duration:g}")

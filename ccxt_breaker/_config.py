@@ -234,9 +234,7 @@ def _breaker_config(path: str, raw: Mapping[Any, Any]) -> BreakerConfig:
     return config
 
 
-def parse_settings(
-    raw: Any, *, endpoints: Mapping[str, str], default_on: bool
-) -> Settings | None:
+def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) -> Settings | None:
     """Validate the ``circuitBreaker`` option; ``None`` means breakers are off.
 
     ``endpoints`` maps every endpoint path the exchange knows to its default group; it

@@ -13,27 +13,32 @@ have keep catching it::
         │   └── ccxt.InvalidNonce .... neutral: a client-side clock problem
         └── ccxt.BadResponse ......... failure
 
-:func:`verdict` maps any exception to one of three verdicts; the README's verdict
-table is its specification.
+:func:`verdict` maps any exception to a :class:`Verdict` by ccxt's hierarchy alone; the
+ccxt hook adds what only Kraken's messages tell.  The README's verdict table is the
+specification of both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import aiohttp
 import ccxt
 
-from ._kraken import OUTAGE_MARKERS
+__all__ = ["CircuitOpenError", "Verdict", "rejection", "verdict"]
 
-__all__ = ["FAILURE", "NEUTRAL", "SUCCESS", "CircuitOpenError", "verdict"]
 
-SUCCESS: Final = 0
-FAILURE: Final = 1
-NEUTRAL: Final = 2
+class Verdict(enum.Enum):
+    """What one attempt says about the exchange."""
+
+    SUCCESS = "success"  # it answered: it is up
+    FAILURE = "failure"  # it failed or is overloaded
+    NEUTRAL = "neutral"  # no evidence either way (cancelled, never sent, a client fault)
+
 
 _TRANSPORT = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
@@ -116,7 +121,7 @@ rejection = cast(
 )
 
 
-def verdict(exc: BaseException, responded: bool | None = None) -> int:
+def verdict(exc: BaseException, responded: bool | None = None) -> Verdict:
     """Judge one attempt that raised ``exc``.
 
     ``responded`` says whether the exchange sent an HTTP answer to this attempt: ``True``
@@ -126,13 +131,11 @@ def verdict(exc: BaseException, responded: bool | None = None) -> int:
     if not isinstance(exc, Exception) or isinstance(
         exc, (CircuitOpenError, ccxt.InvalidNonce, ccxt.ExchangeClosedByUser)
     ):
-        return NEUTRAL  # CancelledError and friends are BaseException
+        return Verdict.NEUTRAL  # CancelledError and friends are BaseException
     if isinstance(exc, (ccxt.NetworkError, ccxt.BadResponse)):
-        return FAILURE
+        return Verdict.FAILURE
     if isinstance(exc, ccxt.BaseError):
         if isinstance(exc.__cause__, _TRANSPORT):
-            return FAILURE
-        if isinstance(exc, ccxt.ExchangeError) and any(m in str(exc) for m in OUTAGE_MARKERS):
-            return FAILURE
-        return NEUTRAL if responded is False else SUCCESS
-    return FAILURE if isinstance(exc, _TRANSPORT) else NEUTRAL
+            return Verdict.FAILURE
+        return Verdict.NEUTRAL if responded is False else Verdict.SUCCESS
+    return Verdict.FAILURE if isinstance(exc, _TRANSPORT) else Verdict.NEUTRAL

@@ -9,20 +9,23 @@ covers:
 * a temporary lockout bans the key itself, so every signed call stops.
 
 A group's domains are those of its endpoints, so the scopes stay right when a user
-moves an endpoint to a group of their own.
+moves an endpoint to a group of their own.  Nothing here imports ccxt: the hook applies
+these rules to what ccxt raised.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "DEFAULT_GROUPS",
-    "OUTAGE_MARKERS",
+    "MAX_NAMED_WAIT",
     "endpoint_table",
+    "is_outage",
     "named_limit",
     "section_default",
 ]
@@ -63,6 +66,18 @@ OUTAGE_MARKERS = (
     "EService:Market in cancel_only mode",
 )
 _THROTTLED_UNTIL = re.compile(r"EService:Throttled:\s*(\d+(?:\.\d+)?)")
+# The longest wait the exchange may name (Retry-After, EService:Throttled): a skewed
+# clock or a garbled header must not keep a circuit open for days.
+MAX_NAMED_WAIT = 3600.0
+
+
+def is_outage(message: str, status: int | None = None) -> bool:
+    """Whether an error that ccxt leaves unclassified says the exchange is failing: by one
+    of Kraken's messages, or by an HTTP 5xx or 429 status under a JSON error ccxt does not
+    map."""
+    if status is not None and (status == 429 or 500 <= status <= 599):
+        return True
+    return any(marker in message for marker in OUTAGE_MARKERS)
 
 
 def section_default(section: str) -> str:
@@ -99,22 +114,26 @@ def endpoint_table(api: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
     return table
 
 
+def _wait(seconds: float) -> float:
+    return min(max(0.0, seconds), MAX_NAMED_WAIT)
+
+
 def _retry_after(headers: Mapping[str, str] | None, wall_now: float) -> float | None:
+    """Seconds named by a ``Retry-After`` header (seconds or an HTTP date), if valid."""
     if not headers:
         return None
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
+    if not isinstance(value, str):
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - wall_now)
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - wall_now
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return _wait(seconds) if math.isfinite(seconds) else None
 
 
 def named_limit(
@@ -126,8 +145,9 @@ def named_limit(
 ) -> tuple[str, float] | None:
     """``(scope, seconds)`` when a failure is a limit that must open circuits at once.
 
-    ``seconds`` is how long the exchange says the limit lasts (0 when it names no time);
-    circuits stay open for the later of that and their normal open time.
+    ``seconds`` is how long the exchange says the limit lasts (0 when it names no time,
+    at most :data:`MAX_NAMED_WAIT`); circuits stay open for the later of that and their
+    normal open time.  ``lockout`` is the configured lockoutDuration.
     """
     named = _retry_after(headers, wall_now) or 0.0
     if "EGeneral:Temporary lockout" in message:
@@ -138,7 +158,7 @@ def named_limit(
         return ORDERS, named
     throttled = _THROTTLED_UNTIL.search(message)
     if throttled:
-        return CALL, max(0.0, float(throttled.group(1)) - wall_now, named)
+        return CALL, max(_wait(float(throttled.group(1)) - wall_now), named)
     if status == 429 or "EGeneral:Too many requests" in message:
         return CALL, named
     return None

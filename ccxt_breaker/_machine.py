@@ -1,13 +1,15 @@
 """The circuit breaker state machine: pure, synchronous, and free of I/O.
 
 Every method takes ``now`` (seconds on a monotonic clock) from its caller, so the
-machine never reads a clock and tests drive it with plain numbers.
+machine never reads a clock and tests drive it with plain numbers.  Every method that
+can change the state returns the :class:`Transition` it made, or ``None`` (as h11's
+state machine does), so callers never compare before and after.
 
 Transitions::
 
     CLOSED --(failureThreshold consecutive failures, a failure/slow-call rate
               over the window, or a trip)-----------------------------> OPEN
-    OPEN ----(the open time has passed, on the next acquire)-----------> HALF_OPEN
+    OPEN ----(the open time has passed: poll())------------------------> HALF_OPEN
     HALF_OPEN --(successThreshold consecutive probe successes)---------> CLOSED
     HALF_OPEN --(a failed or slow probe, or a trip)--------------------> OPEN
     any -----(force_open)--> OPEN (forced, until reset)    any --(reset)--> CLOSED
@@ -25,10 +27,11 @@ import enum
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._config import BreakerConfig
 
-__all__ = ["PROBE_WAIT", "CircuitState", "Machine"]
+__all__ = ["PROBE_WAIT", "CircuitState", "Machine", "Transition"]
 
 # What a half-open rejection tells the caller to wait: the probe's outcome is not
 # scheduled, so this is an estimate, short enough to catch the close promptly.
@@ -44,6 +47,16 @@ class CircuitState(enum.StrEnum):
 
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one state change did: from ``old`` to ``new``, and why, in words."""
+
+    old: CircuitState
+    new: CircuitState
+    reason: str
+
 
 _FAILED, _SLOW = 1, 2
 
@@ -121,16 +134,13 @@ class Machine:
         "in_flight",
         "open_until",
         "opened_at",
-        "quick",
         "reason",
         "reopen_count",
         "state",
         "success_count",
     )
 
-    def __init__(
-        self, config: BreakerConfig, rand: Callable[[], float] = random.random
-    ) -> None:
+    def __init__(self, config: BreakerConfig, rand: Callable[[], float] = random.random) -> None:
         self.config = config
         self._rand = rand
         self.state = CLOSED
@@ -144,21 +154,24 @@ class Machine:
         self.reopen_count = 0  # opens since the circuit last closed
         self.reason = "created"  # why the last transition happened, in words
         self._window = self._new_window()
-        # closed with no window: a success needs no clock and only ends the failure run
-        self.quick = self._window is None
 
     # --- the call protocol ---------------------------------------------------------
 
-    def acquire(self, now: float) -> int | None:
-        """A permit (the current generation) for one call, or ``None`` to reject it."""
+    def poll(self, now: float) -> Transition | None:
+        """Move an open circuit whose open time has passed to half-open."""
+        if self.state is OPEN and not self.forced and now >= self.open_until:
+            return self._enter(HALF_OPEN, "open time elapsed")
+        return None
+
+    def acquire(self) -> int | None:
+        """A permit (the current generation) for one call, or ``None`` to reject it.
+
+        Call :meth:`poll` first: an open circuit whose time has come rejects until then.
+        """
         state = self.state
         if state is CLOSED:
             return self.generation
-        if state is OPEN:
-            if self.forced or now < self.open_until:
-                return None
-            self._enter(HALF_OPEN, "open time elapsed")
-        if self.in_flight >= self.config.half_open_max_calls:
+        if state is OPEN or self.in_flight >= self.config.half_open_max_calls:
             return None
         self.in_flight += 1
         return self.generation
@@ -168,50 +181,39 @@ class Machine:
         if permit == self.generation and self.state is HALF_OPEN:
             self.in_flight -= 1
 
-    def on_success(self, permit: int, now: float, slow: bool = False) -> None:
+    def on_success(self, permit: int, now: float, slow: bool = False) -> Transition | None:
         """The call got a real answer from the exchange."""
         if permit != self.generation:
-            return
+            return None
         if self.state is CLOSED:
             self.failure_count = 0
-            self._judge(now, _SLOW if slow else 0)
-        elif self.state is HALF_OPEN:
+            return self._judge(now, _SLOW if slow else 0)
+        if self.state is HALF_OPEN:
             self.in_flight -= 1
             if slow:
-                self._open(now, "slow probe")
-                return
+                return self._open(now, "slow probe")
             self.success_count += 1
             if self.success_count >= self.config.success_threshold:
-                self._enter(CLOSED, "probes succeeded")
+                return self._enter(CLOSED, "probes succeeded")
+        return None
 
-    def on_quick_success(self, permit: int) -> bool:
-        """Record a success that needs no time, if that is all it takes; else ``False``.
-
-        The common case, a closed circuit with no window, only ends the failure run; this
-        spares the hot path a clock read.
-        """
-        if self.quick and permit == self.generation:
-            self.failure_count = 0
-            return True
-        return False
-
-    def on_failure(self, permit: int, now: float, slow: bool = False) -> None:
+    def on_failure(self, permit: int, now: float, slow: bool = False) -> Transition | None:
         """The call showed the exchange failing or overloaded."""
         if permit != self.generation:
-            return
+            return None
         if self.state is CLOSED:
             self.failure_count += 1
             if self.failure_count >= self.config.failure_threshold:
-                self._open(now, "consecutive failures")
-            else:
-                self._judge(now, _FAILED | (_SLOW if slow else 0))
-        elif self.state is HALF_OPEN:
+                return self._open(now, "consecutive failures")
+            return self._judge(now, _FAILED | (_SLOW if slow else 0))
+        if self.state is HALF_OPEN:
             self.in_flight -= 1
-            self._open(now, "probe failed")
+            return self._open(now, "probe failed")
+        return None
 
     # --- orders from outside the call protocol -------------------------------------
 
-    def trip(self, now: float, until: float = 0.0) -> None:
+    def trip(self, now: float, until: float = 0.0) -> Transition | None:
         """Open at once, for at least the normal open time and until ``until``.
 
         Used when the exchange itself names a limit: a lockout or a rate limit.  An open
@@ -219,17 +221,18 @@ class Machine:
         """
         if self.state is OPEN:
             self.open_until = max(self.open_until, until)
-        else:
-            self._open(now, "limit named by the exchange", until)
+            return None
+        return self._open(now, "limit named by the exchange", until)
 
-    def force_open(self, now: float) -> None:
+    def force_open(self, now: float) -> Transition:
         """Open and stay open until :meth:`reset`."""
-        self._open(now, "forced open")
+        transition = self._open(now, "forced open")
         self.forced = True
+        return transition
 
-    def reset(self) -> None:
+    def reset(self) -> Transition:
         """Close, forgetting every count and the growth of the open time."""
-        self._enter(CLOSED, "reset")
+        return self._enter(CLOSED, "reset")
 
     # --- reading -------------------------------------------------------------------
 
@@ -251,22 +254,23 @@ class Machine:
             return _TimeWindow(config.sliding_window_duration)
         return _CountWindow(config.sliding_window_size)
 
-    def _judge(self, now: float, outcome: int) -> None:
+    def _judge(self, now: float, outcome: int) -> Transition | None:
         window = self._window
         if window is None:
-            return
+            return None
         window.add(now, outcome)
         calls, failures, slow = window.totals(now)
         config = self.config
         if calls < config.minimum_number_of_calls:
-            return
+            return None
         rate = config.failure_rate_threshold
         if rate is not None and failures * 100 >= rate * calls:
-            self._open(now, "failure rate")
-        elif config.slow_call_duration is not None and (
+            return self._open(now, "failure rate")
+        if config.slow_call_duration is not None and (
             slow * 100 >= config.slow_call_rate_threshold * calls
         ):
-            self._open(now, "slow-call rate")
+            return self._open(now, "slow-call rate")
+        return None
 
     def _open_time(self) -> float:
         config = self.config
@@ -282,13 +286,14 @@ class Machine:
         jitter = config.reset_timeout_jitter * (2 * self._rand() - 1)
         return max(base, min(grown * (1 + jitter), cap))
 
-    def _open(self, now: float, reason: str, until: float = 0.0) -> None:
+    def _open(self, now: float, reason: str, until: float = 0.0) -> Transition:
         self.open_until = max(now + self._open_time(), until)
         self.reopen_count += 1
         self.opened_at = now
-        self._enter(OPEN, reason)
+        return self._enter(OPEN, reason)
 
-    def _enter(self, state: CircuitState, reason: str) -> None:
+    def _enter(self, state: CircuitState, reason: str) -> Transition:
+        transition = Transition(self.state, state, reason)
         self.generation += 1
         self.state = state
         self.reason = reason
@@ -301,4 +306,4 @@ class Machine:
             self.reopen_count = 0
             self.opened_at = None
             self._window = self._new_window()
-        self.quick = state is CLOSED and self._window is None
+        return transition

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ._breaker import CircuitBreaker
-from ._config import Settings
+from ._breaker import CircuitBreaker, Counters
+from ._config import Clock, Settings, SystemClock
 from ._events import Listener
 from ._kraken import DEFAULT_GROUPS, SCOPES, section_default
 from ._machine import CLOSED
@@ -18,30 +19,29 @@ __all__ = ["BreakerRegistry", "Route"]
 # many are remembered, so that a bot calling made-up paths cannot grow the table.
 MAX_LEARNED_ROUTES = 256
 _JSON_APIS = ("public", "private")
-# The most "/"-separated parts an endpoint path has ("Earn/Allocate" has 2).
-_MAX_PATH_DEPTH = 4
-_UNSEEN: Any = object()
-
 
 
 class Route:
     """Everything a call to one endpoint needs, looked up once per call."""
 
-    __slots__ = ("breaker", "counters", "endpoint", "json", "machine")
+    __slots__ = ("breaker", "counters", "endpoint", "json")
 
     def __init__(self, breaker: CircuitBreaker | None, endpoint: str, json: bool) -> None:
         self.breaker = breaker  # None when the group is disabled
-        self.machine = None if breaker is None else breaker.machine  # one lookup less per call
         self.endpoint = endpoint
         self.json = json  # whether the answer must be a JSON object
-        self.counters: list[int] | None = None  # made on first use, to keep snapshots short
+        self.counters: Counters | None = None  # made on first use: see count()
 
-    def count(self) -> list[int]:
-        counters = self.counters
-        if counters is None:
-            assert self.breaker is not None
-            counters = self.counters = self.breaker.counters(self.endpoint)
+    def count(self) -> Counters:
+        """The endpoint's counters, made on its first call, so snapshots list only the
+        endpoints that were called."""
+        assert self.breaker is not None
+        counters = self.counters = self.breaker._counters(self.endpoint)
         return counters
+
+
+def _no_credentials(owner: Any) -> Iterable[str]:
+    return ()
 
 
 class BreakerRegistry(Mapping[str, CircuitBreaker]):
@@ -49,6 +49,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     Every group exists from construction.  ``group_of(path)`` names an endpoint's
     group, ``snapshot()`` pictures them all, and ``add_listener`` subscribes to all.
+    ``credentials(owner)`` lists the secrets of an exchange that uses these breakers, so
+    that error messages are scrubbed of every owner's.
     """
 
     def __init__(
@@ -57,24 +59,22 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         table: Mapping[str, tuple[str, str, str]],
         *,
         exchange_id: str = "kraken",
-        scrub: Callable[[str], str] = str,
+        credentials: Callable[[Any], Iterable[str]] = _no_credentials,
     ) -> None:
+        self._credentials = credentials
+        # every exchange using these breakers: the one built with them, and its copies
+        self._owners: weakref.WeakSet[Any] = weakref.WeakSet()
         moves = settings.endpoints if settings else {}
         self._group_of = {path: moves.get(path, group) for path, (_, group, _) in table.items()}
         names = [*DEFAULT_GROUPS, *sorted(set(self._group_of.values()) - set(DEFAULT_GROUPS))]
+        self._clock: Clock = settings.clock if settings else SystemClock()
         self._breakers: dict[str, CircuitBreaker] = {}
         if settings is not None:
             for name in names:
                 config = settings.for_group(name)
                 if config.enabled:
                     self._breakers[name] = CircuitBreaker(
-                        name,
-                        config,
-                        clock=settings.clock,
-                        exchange_id=exchange_id,
-                        scrub=scrub,
-                        on_limit=self._trip_scope,
-                        on_change=self._changed,
+                        name, config, clock=self._clock, exchange_id=exchange_id, scrub=self._scrub
                     )
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():
@@ -85,15 +85,10 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         }
         self._route_limit = len(table) + MAX_LEARNED_ROUTES
         # zendesk answers with HTML articles, so only the JSON APIs must answer JSON
-        self.routes: dict[str, Route] = {
+        self._routes: dict[str, Route] = {
             path: Route(self._breakers.get(self._group_of[path]), path, section in _JSON_APIS)
             for path, (section, _, _) in table.items()
         }
-        self._all_closed = True
-        # told when all_closed changes, before any listener hears of the transition
-        self.on_all_closed: Callable[[bool], None] | None = None
-        # request URL (without its query) -> route, learned as requests go out
-        self.url_routes: dict[str, Route | None] = {}
         self._spilled: dict[str, Route] = {}
 
     # --- Mapping -------------------------------------------------------------------
@@ -126,7 +121,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     @property
     def all_closed(self) -> bool:
         """Whether every circuit is closed (also when there are no breakers)."""
-        return self._all_closed
+        return all(b.state is CLOSED for b in self._breakers.values())
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{group: breaker.snapshot()}``, JSON-serializable."""
@@ -138,69 +133,51 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             breaker.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
+        """Unsubscribe ``listener`` from every breaker."""
         for breaker in self._breakers.values():
             breaker.remove_listener(listener)
 
-    # --- used by the ccxt hook -----------------------------------------------------
+    # --- the protocol of the ccxt hook: private to the package -----------------------
 
-    def route(self, path: str, api: Any) -> Route:
+    def _route(self, path: str, api: Any) -> Route:
         """The route of a call to ``path`` in API section ``api`` (ccxt passes a list)."""
-        route = self.routes.get(path)
+        route = self._routes.get(path)
         if route is None:
             section = api[0] if isinstance(api, (list, tuple)) and api else str(api)
-            group = section_default(section)
-            if len(self.routes) < self._route_limit:
-                route = self.routes[path] = Route(self._breakers.get(group), path,
-                                                  section in _JSON_APIS)
+            if len(self._routes) < self._route_limit:
+                group = section_default(section)
+                route = Route(self._breakers.get(group), path, section in _JSON_APIS)
+                self._routes[path] = route
                 self._group_of[path] = group
-            else:
-                route = self._spill(section)
-        return route
-
-    def route_of_url(self, url: str) -> Route | None:
-        """The route of a request URL, or ``None`` for a URL of no known endpoint.
-
-        Kraken's URLs end with the endpoint's path (``.../0/private/Earn/Strategies``,
-        ``.../0/public/Ticker?pair=...``), so the longest path that ends the URL wins.
-        """
-        base = url.partition("?")[0]
-        route: Route | None = self.url_routes.get(base, _UNSEEN)
-        if route is _UNSEEN:
-            parts = base.split("/")
-            route = next(
-                (
-                    self.routes[path]
-                    for n in range(min(len(parts) - 1, _MAX_PATH_DEPTH), 0, -1)
-                    if (path := "/".join(parts[-n:])) in self.routes
-                ),
-                None,
-            )
-            if route is None:  # a path past the learning limit
-                route = next((self._spill(s) for s in _JSON_APIS if f"/{s}/" in base), None)
-            if len(self.url_routes) < self._route_limit:
-                self.url_routes[base] = route
+            else:  # past the limit, every unlisted path of a section shares one route
+                route = self._spilled.get(section) or self._spill(section)
         return route
 
     def _spill(self, section: str) -> Route:
-        """The one route that all unlisted paths of ``section`` share past the limit."""
-        route = self._spilled.get(section)
-        if route is None:
-            breaker = self._breakers.get(section_default(section))
-            route = self._spilled[section] = Route(breaker, "*", section in _JSON_APIS)
+        breaker = self._breakers.get(section_default(section))
+        route = self._spilled[section] = Route(breaker, "*", section in _JSON_APIS)
         return route
 
-    def _changed(self) -> None:
-        all_closed = all(b.machine.state is CLOSED for b in self._breakers.values())
-        if all_closed is not self._all_closed:
-            self._all_closed = all_closed
-            if self.on_all_closed is not None:
-                self.on_all_closed(all_closed)
+    def _adopt(self, owner: Any) -> None:
+        """Count ``owner`` among the exchanges whose secrets are scrubbed from messages."""
+        self._owners.add(owner)
+
+    def _scrub(self, message: str) -> str:
+        for owner in list(self._owners):
+            for secret in self._credentials(owner):
+                message = message.replace(secret, "***")
+        return message
+
+    def _now(self) -> float:
+        """Wall time on the breakers' clock, for times the exchange names as dates."""
+        return self._clock.time()
 
     def _trip_scope(
         self, origin: CircuitBreaker, scope: str, seconds: float, cause: dict[str, str]
     ) -> None:
+        """Open every breaker of a limit's scope; a scope of no domain opens the origin."""
         for breaker in self._scopes.get(scope, (origin,)):
-            breaker.trip(seconds, cause)
+            breaker._trip(seconds, cause)
 
 
 def _unknown(kind: str, name: object, valid: list[str]) -> str:

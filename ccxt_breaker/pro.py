@@ -5,14 +5,12 @@ Websocket traffic (``watch_*``) does not pass through ``fetch2``; ``load_markets
 websocket reconnect, wrap it: ``async with exchange.circuit_breakers['public']: ...``.
 """
 
-from __future__ import annotations
+import ccxt.pro as _pro
 
-import ccxt.pro
-
-from ._hook import BreakerMixin
+from ._hook import BreakerMixin as _BreakerMixin
 
 __all__ = ["kraken"]
 
 
-class kraken(BreakerMixin, ccxt.pro.kraken):  # type: ignore[misc]
+class kraken(_BreakerMixin, _pro.kraken):  # type: ignore[misc]
     """``ccxt.pro.kraken`` with a circuit breaker per endpoint group on its REST calls."""

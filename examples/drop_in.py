@@ -16,11 +16,13 @@ from ccxt_breaker.testing import Fault, KrakenSimulator
 async def main() -> None:
     async with KrakenSimulator() as sim:
         # The only change to a bot: ccxt_breaker.kraken instead of ccxt.async_support.kraken.
-        exchange = ccxt_breaker.kraken({
-            **sim.ccxt_config(),
-            "rateLimit": 50,  # the simulator is fast; keep ccxt's default against Kraken
-            "options": {"circuitBreaker": {"failureThreshold": 2, "resetTimeout": 500}},
-        })
+        exchange = ccxt_breaker.kraken(
+            {
+                **sim.ccxt_config(),
+                "rateLimit": 50,  # the simulator is fast; keep ccxt's default against Kraken
+                "options": {"circuitBreaker": {"failureThreshold": 2, "resetTimeout": 500}},
+            }
+        )
         sim.faults.add(Fault.kraken_error("EService:Unavailable"), group="private", times=2)
         for attempt in range(6):
             try:

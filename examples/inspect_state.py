@@ -21,11 +21,13 @@ def on_event(event: ccxt_breaker.Event) -> None:
 
 async def main() -> None:
     async with KrakenSimulator() as sim:
-        exchange = ccxt_breaker.kraken({
-            **sim.ccxt_config(),
-            "rateLimit": 50,  # the simulator is fast; keep ccxt's default against Kraken
-            "options": {"circuitBreaker": {"failureThreshold": 1, "resetTimeout": 300}},
-        })
+        exchange = ccxt_breaker.kraken(
+            {
+                **sim.ccxt_config(),
+                "rateLimit": 50,  # the simulator is fast; keep ccxt's default against Kraken
+                "options": {"circuitBreaker": {"failureThreshold": 1, "resetTimeout": 300}},
+            }
+        )
         breakers = exchange.circuit_breakers
         breakers.add_listener(on_event)
         print("groups:", list(breakers))
@@ -37,8 +39,12 @@ async def main() -> None:
         except ccxt.ExchangeNotAvailable as e:
             print("ticker failed:", type(e).__name__)
         snapshot = breakers.snapshot()["public"]
-        print(json.dumps({k: snapshot[k] for k in ("state", "failures", "retry_after",
-                                                   "last_error")}, indent=2))
+        print(
+            json.dumps(
+                {k: snapshot[k] for k in ("state", "failures", "retry_after", "last_error")},
+                indent=2,
+            )
+        )
 
         await asyncio.sleep(0.35)  # past resetTimeout: the next call is a probe
         await exchange.fetch_ticker("BTC/USD")

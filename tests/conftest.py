@@ -4,7 +4,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from .support import Backend, FakeClock
+from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET, FakeClock, KrakenSimulator
+
+from .support import PLAIN_KEY
 
 
 @pytest.fixture
@@ -13,7 +15,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    server = await Backend().start()
-    yield server
-    await server.stop()
+async def sim(clock: FakeClock) -> AsyncIterator[KrakenSimulator]:
+    """The simulator on the test's fake clock, with Kraken's per-key counters off (they
+    decay only as the fake clock moves); a test about them turns them on."""
+    simulator = KrakenSimulator(
+        clock=clock.monotonic,
+        wall_clock=clock.time,
+        rate_limits=False,
+        credentials={DEFAULT_API_KEY: DEFAULT_SECRET, PLAIN_KEY: DEFAULT_SECRET},
+    )
+    async with simulator:
+        yield simulator

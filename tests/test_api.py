@@ -1,15 +1,17 @@
-"""The public surface: what `import ccxt_breaker` offers, and nothing more."""
+"""The public surface: what each public module offers, and nothing more."""
 
 from __future__ import annotations
 
+import importlib
+import types
+
 import ccxt
+import pytest
 
 import ccxt_breaker
 
-
-def test_exported_members() -> None:
-    """The public names are exactly these; a change here is a change for users."""
-    assert ccxt_breaker.__all__ == [
+PUBLIC = {
+    "ccxt_breaker": [
         "BreakerConfig",
         "BreakerRegistry",
         "CallRejected",
@@ -24,8 +26,82 @@ def test_exported_members() -> None:
         "install",
         "kraken",
         "uninstall",
-    ]
-    assert all(hasattr(ccxt_breaker, name) for name in ccxt_breaker.__all__)
+    ],
+    "ccxt_breaker.pro": ["kraken"],
+    "ccxt_breaker.testing": [
+        "DEFAULT_API_KEY",
+        "DEFAULT_SECRET",
+        "GROUPS",
+        "FakeClock",
+        "Fault",
+        "FaultKind",
+        "FaultRule",
+        "Faults",
+        "Group",
+        "KrakenSimulator",
+        "Order",
+        "RequestRecord",
+        "SystemStatus",
+        "main",
+        "serve",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_exported_members(name: str) -> None:
+    """A public module's __all__ is exactly these names, sorted; a change here is a change
+    for users."""
+    assert importlib.import_module(name).__all__ == PUBLIC[name]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_nothing_private_leaks(name: str) -> None:
+    """Every public name a module holds is in its __all__ (submodules aside), and every name
+    in __all__ is really there: imports and helpers stay underscored."""
+    module = importlib.import_module(name)
+    held = {
+        key
+        for key, value in vars(module).items()
+        if not key.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    exported = set(module.__all__) - {"__version__"}
+    assert held == exported
+    assert all(hasattr(module, key) for key in module.__all__)
+
+
+def test_protocol_methods_are_private() -> None:
+    """The hook's protocol with the breaker and the registry is not public API: users have
+    call(), guard(), async with, state, snapshot() and the steering methods."""
+    public = {
+        cls.__name__: sorted(m for m in vars(cls) if not m.startswith("_"))
+        for cls in (ccxt_breaker.CircuitBreaker, ccxt_breaker.BreakerRegistry)
+    }
+    assert public == {
+        "CircuitBreaker": [
+            "add_listener",
+            "call",
+            "config",
+            "exchange_id",
+            "force_open",
+            "group",
+            "guard",
+            "last_error",
+            "last_failure_time",
+            "remove_listener",
+            "reset",
+            "retry_after",
+            "snapshot",
+            "state",
+        ],
+        "BreakerRegistry": [
+            "add_listener",
+            "all_closed",
+            "group_of",
+            "remove_listener",
+            "snapshot",
+        ],
+    }
 
 
 def test_version_comes_from_metadata() -> None:
@@ -39,3 +115,18 @@ def test_error_fits_ccxts_hierarchy() -> None:
     """CircuitOpenError is caught by handlers for ExchangeNotAvailable and NetworkError."""
     assert issubclass(ccxt_breaker.CircuitOpenError, ccxt.ExchangeNotAvailable)
     assert issubclass(ccxt_breaker.CircuitOpenError, ccxt.NetworkError)
+
+
+def test_the_core_imports_nothing_from_testing() -> None:
+    """`import ccxt_breaker` loads neither the simulator nor aiohttp's server: the test
+    support is imported only by those who ask for it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, ccxt_breaker, ccxt_breaker.pro; "
+        "print(sorted(m for m in sys.modules if m.startswith(('ccxt_breaker.testing', "
+        "'aiohttp.web'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (out.stdout.strip(), out.returncode) == ("[]", 0), out.stderr

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from ccxt_breaker.__main__ import main
-from ccxt_breaker._demo import Scenario, run_demo
 from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET
+from ccxt_breaker.testing._demo import Scenario, run_demo
 
 SCRIPTED = {"private", "trading", "public"}
 DEMO = ["demo", "--duration", "4", "--no-color"]

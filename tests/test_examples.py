@@ -14,21 +14,40 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("drop_in.py", ["skipped, circuit 'private' open", "private is closed",
-                        "BTC/USD last 50000.0"]),
-        ("existing_bot_flag.py", ["order failed: CircuitOpenError",
-                                  "'trading': 'open'", "'public': 'closed'",
-                                  "AddOrder requests that reached Kraken: 1"]),
-        ("inspect_state.py", ["AddOrder is guarded by trading",
-                              "event: public closed -> open", "event: public half_open -> closed",
-                              "order refused, retry_after = None", "order placed: True"]),
+        (
+            "drop_in.py",
+            ["skipped, circuit 'private' open", "private is closed", "BTC/USD last 50000.0"],
+        ),
+        (
+            "existing_bot_flag.py",
+            [
+                "order failed: CircuitOpenError",
+                "'trading': 'open'",
+                "'public': 'closed'",
+                "AddOrder requests that reached Kraken: 1",
+            ],
+        ),
+        (
+            "inspect_state.py",
+            [
+                "AddOrder is guarded by trading",
+                "event: public closed -> open",
+                "event: public half_open -> closed",
+                "order refused, retry_after = None",
+                "order placed: True",
+            ],
+        ),
     ],
 )
-def test_example_runs_and_shows_a_group_open_and_recover(script: str,
-                                                         expected: list[str]) -> None:
+def test_example_runs_and_shows_a_group_open_and_recover(script: str, expected: list[str]) -> None:
     """Each example exits 0 offline and prints the breaker behaviour it demonstrates."""
-    run = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     for line in expected:
         assert line in run.stdout

@@ -3,135 +3,198 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from contextlib import suppress
 from typing import Any
 
 import ccxt
 import ccxt.async_support
 import pytest
+from ccxt.async_support.base.exchange import Exchange
 
 import ccxt_breaker
 from ccxt_breaker._hook import BreakerMixin
+from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
 
-from .support import Backend, FakeClock, Reply, api, exchange_config, make_exchange
+from .support import api, exchange_config, make_exchange, until
 
-DOWN = Reply(503, "<html>down</html>")
+DOWN = Fault.http(503)
+CAUSE = {"type": "Test", "message": "opened by the test"}
 
 
-async def test_open_circuit_refuses_before_the_queue(backend: Backend, clock: FakeClock) -> None:
-    """A refused call never waits in ccxt's rate-limit queue nor spends a token."""
-    config = exchange_config(backend.url, clock)
+@pytest.fixture
+def throttled(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The costs of every call that entered ccxt's rate-limit queue."""
+    costs: list[Any] = []
+    original = Exchange.throttle
+
+    async def throttle(self: Any, cost: Any = None) -> Any:
+        costs.append(cost)
+        return await original(self, cost)
+
+    monkeypatch.setattr(Exchange, "throttle", throttle)
+    return costs
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays ccxt's own sleep() was asked for (its retry delay), in milliseconds; the
+    pause close() takes (timeout_on_exit, 0 in these tests) is left out."""
+    delays: list[float] = []
+
+    async def sleep(self: Any, milliseconds: float) -> None:
+        if milliseconds:
+            delays.append(milliseconds)
+
+    monkeypatch.setattr(Exchange, "sleep", sleep)
+    return delays
+
+
+async def test_open_circuit_refuses_before_the_queue(
+    sim: KrakenSimulator, clock: FakeClock, throttled: list[Any]
+) -> None:
+    """A refused call never enters ccxt's rate-limit queue, so it waits for nothing."""
+    config = exchange_config(sim, clock)
     config.update(enableRateLimit=True, rateLimit=60_000)
     exchange = ccxt_breaker.kraken(config)
     exchange.circuit_breakers["public"].force_open()
-    throttled: list[Any] = []
-    exchange.throttle = lambda cost=None: throttled.append(cost)
-    started = time.perf_counter()
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
-    assert time.perf_counter() - started < 0.05
-    assert (throttled, backend.hits["Time"]) == ([], 0)
     await exchange.close()
+    assert (throttled, sim.count("Time")) == ([], 0)
 
 
-async def test_call_queued_when_the_circuit_opened_is_refused(backend: Backend,
-                                                              clock: FakeClock) -> None:
+async def test_call_queued_when_the_circuit_opened_is_refused(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """Calls already waiting in ccxt's queue when their circuit opens are refused unsent."""
-    config = exchange_config(backend.url, clock, failureThreshold=1)
+    config = exchange_config(sim, clock, failureThreshold=1)
     config.update(enableRateLimit=True, rateLimit=40)
     exchange = ccxt_breaker.kraken(config)
-    backend.always("Time", DOWN)
-    results = await asyncio.gather(*(exchange.publicGetTime() for _ in range(5)),
-                                   return_exceptions=True)
+    sim.faults.add(DOWN, endpoint="Time")
+    results = await asyncio.gather(
+        *(exchange.publicGetTime() for _ in range(5)), return_exceptions=True
+    )
     await exchange.close()
     assert [type(r) for r in results] == [ccxt.ExchangeNotAvailable] + [
-        ccxt_breaker.CircuitOpenError] * 4
-    assert backend.hits["Time"] == 1
+        ccxt_breaker.CircuitOpenError
+    ] * 4
+    assert sim.count("Time") == 1
     assert exchange.circuit_breakers["public"].snapshot()["rejected"] == 4
 
 
-async def test_every_retry_counts_and_stops_when_open(backend: Backend, clock: FakeClock) -> None:
+async def test_every_retry_counts_and_stops_when_open(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """ccxt's retries each count; once the circuit opens no further attempt goes out, and the
     caller gets the last attempt's error, since a request did go out."""
-    config = exchange_config(backend.url, clock, failureThreshold=2)
+    config = exchange_config(sim, clock, failureThreshold=2)
     config["options"]["maxRetriesOnFailure"] = 5
     exchange = ccxt_breaker.kraken(config)
-    backend.always("AddOrder", DOWN)
+    sim.faults.add(DOWN, endpoint="AddOrder")
     with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
         await exchange.privatePostAddOrder({"pair": "XBTUSD"})
     await exchange.close()
     assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
-    assert backend.hits["AddOrder"] == 2
-    assert exchange.circuit_breakers["trading"].snapshot()["calls"] == 2
+    assert sim.count("AddOrder") == 2
+    snapshot = exchange.circuit_breakers["trading"].snapshot()
+    assert (snapshot["calls"], snapshot["failures"], snapshot["rejected"]) == (2, 2, 1)
 
 
-async def test_ccxt_never_retries_a_rejection(backend: Backend, clock: FakeClock) -> None:
-    """A CircuitOpenError is not retried by ccxt's loop, and no retry delay is slept."""
-    config = exchange_config(backend.url, clock)
+async def test_ccxt_never_retries_a_rejection(
+    sim: KrakenSimulator, clock: FakeClock, slept: list[float]
+) -> None:
+    """A call refused before the queue never reaches ccxt's retry loop: nothing is slept,
+    and the refusal counts once."""
+    config = exchange_config(sim, clock)
     config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=10_000)
     exchange = ccxt_breaker.kraken(config)
     exchange.circuit_breakers["public"].force_open()
-    started = time.perf_counter()
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
-    assert time.perf_counter() - started < 1
-    assert exchange.circuit_breakers["public"].snapshot()["rejected"] == 1
     await exchange.close()
+    assert (slept, exchange.circuit_breakers["public"].snapshot()["rejected"]) == ([], 1)
 
 
-async def test_retry_refused_mid_call_does_not_sleep(backend: Backend, clock: FakeClock) -> None:
-    """When the circuit opens between ccxt's retries, the call ends at once with the last
-    error instead of sleeping through the remaining retry delays."""
-    config = exchange_config(backend.url, clock, failureThreshold=1)
+async def test_retry_refused_mid_call_does_not_sleep(
+    sim: KrakenSimulator, clock: FakeClock, slept: list[float]
+) -> None:
+    """When the circuit opens between ccxt's retries, the call ends with the last error
+    instead of sleeping through the remaining retry delays; the refused retries are
+    neither sent nor counted twice."""
+    config = exchange_config(sim, clock, failureThreshold=1)
     config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=200)
     exchange = ccxt_breaker.kraken(config)
-    backend.always("Time", DOWN)
-    started = time.perf_counter()
-    with pytest.raises(ccxt.ExchangeNotAvailable):
+    sim.faults.add(DOWN, endpoint="Time")
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
         await exchange.publicGetTime()
-    assert time.perf_counter() - started < 0.15
-    assert backend.hits["Time"] == 1
     await exchange.close()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    snapshot = exchange.circuit_breakers["public"].snapshot()
+    assert (slept, sim.count("Time"), snapshot["rejected"]) == ([], 1, 1)
 
 
-async def test_retry_that_succeeds_leaves_nothing_for_the_next_call(backend: Backend,
-                                                                  clock: FakeClock) -> None:
+async def test_retry_that_succeeds_leaves_nothing_for_the_next_call(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """The error a failed attempt leaves for ccxt's retry ends with its call: a later call
     that the circuit refuses gets CircuitOpenError, not that stale error."""
-    config = exchange_config(backend.url, clock, failureThreshold=5)
+    config = exchange_config(sim, clock, failureThreshold=5)
     config["options"]["maxRetriesOnFailure"] = 1
     exchange = ccxt_breaker.kraken(config)
-    backend.script("Time", DOWN)
+    sim.faults.add(DOWN, endpoint="Time", times=1)
     await exchange.publicGetTime()  # the retry answers
     breaker = exchange.circuit_breakers["public"]
     assert (breaker.snapshot()["calls"], breaker.snapshot()["failures"]) == (2, 1)
     breaker.force_open()
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
-    assert backend.hits["Time"] == 2
     await exchange.close()
+    assert sim.count("Time") == 2
 
 
-async def test_attempts_are_matched_to_endpoints_by_url(backend: Backend,
-                                                        clock: FakeClock) -> None:
-    """An attempt finds its endpoint from its URL, query string and nested paths included,
-    so its outcome lands on that endpoint's counters."""
-    exchange = make_exchange(backend.url, clock)
+async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """A call that failed leaves nothing behind in its task: the next call in the same task,
+    refused after ccxt's queue, gets CircuitOpenError and not the earlier error."""
+    config = exchange_config(sim, clock, failureThreshold=5)
+    config.update(enableRateLimit=True, rateLimit=50)
+    exchange = ccxt_breaker.kraken(config)
+    sim.faults.add(DOWN, endpoint="Time", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    asyncio.get_running_loop().call_soon(exchange.circuit_breakers["public"].force_open)
+    with pytest.raises(ccxt_breaker.CircuitOpenError):  # opens while the call is queued
+        await exchange.publicGetTime()
+    await exchange.close()
+    assert sim.count("Time") == 1
+
+
+async def test_attempts_count_under_their_calls_endpoint(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """An attempt's outcome lands on the counters of the endpoint its call named, nested
+    paths and query strings included."""
+    exchange = make_exchange(sim, clock)
     await exchange.publicGetTicker({"pair": "XBTUSD"})
     await exchange.publicGetTicker({"pair": "ETHUSD"})
-    await exchange.privatePostEarnStrategies()
+    with suppress(ccxt.BaseError):  # the simulator knows no Earn: a business error
+        await exchange.privatePostEarnStrategies()
     snapshot = exchange.circuit_breakers.snapshot()
     await exchange.close()
-    assert snapshot["public"]["endpoints"]["Ticker"]["calls"] == 2
-    assert snapshot["earn"]["endpoints"]["Earn/Strategies"]["calls"] == 1
+    assert snapshot["public"]["endpoints"] == {"Ticker": {"calls": 2, "failures": 0, "rejected": 0}}
+    assert snapshot["earn"]["endpoints"] == {
+        "Earn/Strategies": {"calls": 1, "failures": 0, "rejected": 0}
+    }
 
 
-async def test_half_open_probe_closes_after_success_threshold(backend: Backend,
-                                                              clock: FakeClock) -> None:
+async def test_half_open_probe_closes_after_success_threshold(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """After the open time one probe goes; successThreshold probe successes close."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1, successThreshold=2)
+    exchange = make_exchange(sim, clock, failureThreshold=1, successThreshold=2)
     breaker = exchange.circuit_breakers["public"]
-    backend.script("Time", DOWN)
+    sim.faults.add(DOWN, endpoint="Time", times=1)
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTime()
     with pytest.raises(ccxt_breaker.CircuitOpenError) as caught:
@@ -142,33 +205,35 @@ async def test_half_open_probe_closes_after_success_threshold(backend: Backend,
     assert breaker.state == "half_open"
     await exchange.publicGetTime()
     assert breaker.state == "closed"
-    assert backend.hits["Time"] == 3
+    assert sim.count("Time") == 3
     await exchange.close()
 
 
-async def test_half_open_admits_one_probe_among_concurrent_calls(backend: Backend,
-                                                                 clock: FakeClock) -> None:
+async def test_half_open_admits_one_probe_among_concurrent_calls(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """While the probe is in flight every other call is refused at once."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1)
-    breaker = exchange.circuit_breakers["public"]
-    breaker.trip(0.0, {"type": "T", "message": "m"})
+    exchange = make_exchange(sim, clock, failureThreshold=1)
+    exchange.circuit_breakers["public"]._trip(0.0, CAUSE)
     clock.advance(30.0)
-    backend.gate = asyncio.Event()
+    gate = Fault.hold()
+    sim.faults.add(gate, endpoint="Time")
     probe = asyncio.ensure_future(exchange.publicGetTime())
-    await asyncio.sleep(0.05)
-    others = await asyncio.gather(*(exchange.publicGetTime() for _ in range(20)),
-                                  return_exceptions=True)
+    await until(lambda: sim.count("Time") == 1)
+    others = await asyncio.gather(
+        *(exchange.publicGetTime() for _ in range(20)), return_exceptions=True
+    )
     assert all(isinstance(r, ccxt_breaker.CircuitOpenError) for r in others)
-    backend.gate.set()
+    gate.release()
     await probe
-    assert backend.hits["Time"] == 1
+    assert sim.count("Time") == 1
     await exchange.close()
 
 
-async def test_failed_probe_reopens_for_longer(backend: Backend, clock: FakeClock) -> None:
+async def test_failed_probe_reopens_for_longer(sim: KrakenSimulator, clock: FakeClock) -> None:
     """A failed probe re-opens the circuit, and the open time grows."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1, resetTimeoutJitter=0)
-    backend.always("Time", DOWN)
+    exchange = make_exchange(sim, clock, failureThreshold=1, resetTimeoutJitter=0)
+    sim.faults.add(DOWN, endpoint="Time")
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTime()
     clock.advance(30.0)
@@ -179,49 +244,74 @@ async def test_failed_probe_reopens_for_longer(backend: Backend, clock: FakeCloc
     await exchange.close()
 
 
-async def test_groups_are_independent(backend: Backend, clock: FakeClock) -> None:
+async def test_groups_are_independent(sim: KrakenSimulator, clock: FakeClock) -> None:
     """An outage of the private API leaves market data flowing."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1)
-    backend.always("Balance", DOWN)
+    exchange = make_exchange(sim, clock, failureThreshold=1)
+    sim.faults.add(DOWN, endpoint="Balance")
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.privatePostBalance()
     await exchange.publicGetTime()
     states = {g: b.state.value for g, b in exchange.circuit_breakers.items()}
-    assert states == {"public": "closed", "private": "open", "trading": "closed",
-                      "funding": "closed", "earn": "closed"}
+    assert states == {
+        "public": "closed",
+        "private": "open",
+        "trading": "closed",
+        "funding": "closed",
+        "earn": "closed",
+    }
     await exchange.close()
 
 
 KEYED = {"private", "trading", "funding", "earn"}
+LOCKOUT = Fault.kraken_error("EGeneral:Temporary lockout")
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "reply", "opened", "retry_after"),
+    ("endpoint", "fault", "opened", "retry_after"),
     [
-        ("Balance", Reply.kraken_error("EGeneral:Temporary lockout"), KEYED, 900.0),
-        ("AddOrder", Reply.kraken_error("EGeneral:Temporary lockout"), KEYED, 900.0),
-        ("Balance", Reply.kraken_error("EAPI:Rate limit exceeded"), KEYED - {"trading"}, 30.0),
-        ("AddOrder", Reply.kraken_error("EOrder:Rate limit exceeded"), {"trading"}, 30.0),
-        ("AddOrder", Reply.kraken_error("EOrder:Rate limit exceeded", status=429,
-                                        headers={"Retry-After": "50"}), {"trading"}, 50.0),
-        ("Ticker", Reply(429, "Too many requests", headers={"Retry-After": "120"}), {"public"},
-         120.0),
-        ("Balance", Reply.kraken_error("EGeneral:Too many requests", status=429,
-                                       headers={"Retry-After": "45"}), {"private"}, 45.0),
-        ("Ticker", Reply(429, "slow down"), {"public"}, 30.0),
-        ("AddOrder", Reply.kraken_error("EService:Throttled: {throttled}"), {"trading"}, 90.0),
+        ("Balance", LOCKOUT, KEYED, 900.0),
+        ("AddOrder", LOCKOUT, KEYED, 900.0),
+        ("Balance", Fault.kraken_error("EAPI:Rate limit exceeded"), KEYED - {"trading"}, 30.0),
+        ("AddOrder", Fault.kraken_error("EOrder:Rate limit exceeded"), {"trading"}, 30.0),
+        (
+            "AddOrder",
+            Fault.kraken_error(
+                "EOrder:Rate limit exceeded", status=429, headers={"Retry-After": "50"}
+            ),
+            {"trading"},
+            50.0,
+        ),
+        ("Ticker", Fault.too_many_requests(120), {"public"}, 120.0),
+        (
+            "Balance",
+            Fault.kraken_error(
+                "EGeneral:Too many requests", status=429, headers={"Retry-After": "45"}
+            ),
+            {"private"},
+            45.0,
+        ),
+        ("Ticker", Fault.too_many_requests(None), {"public"}, 30.0),
+        (
+            "Balance",  # a 429 whose JSON error ccxt does not map: still the caller's limit
+            Fault.kraken_error("EGeneral:Upstream busy", status=429, headers={"Retry-After": "70"}),
+            {"private"},
+            70.0,
+        ),
+        ("AddOrder", None, {"trading"}, 90.0),  # EService:Throttled, 90 s ahead
     ],
 )
-async def test_limits_open_their_domain_at_once(backend: Backend, clock: FakeClock,
-                                                endpoint: str, reply: Reply, opened: set[str],
-                                                retry_after: float) -> None:
+async def test_limits_open_their_domain_at_once(
+    sim: KrakenSimulator,
+    clock: FakeClock,
+    endpoint: str,
+    fault: Fault | None,
+    opened: set[str],
+    retry_after: float,
+) -> None:
     """Rate limits and lockouts open at once, across Kraken's limit domain, for the later of
     the time the exchange names and the normal open time."""
-    if isinstance(reply.body, dict):
-        reply.body["error"] = [e.format(throttled=int(clock.time()) + 90)
-                               for e in reply.body["error"]]
-    backend.script(endpoint, reply)
-    exchange = make_exchange(backend.url, clock, resetTimeoutJitter=0)
+    sim.faults.add(fault or Fault.throttled(clock.time() + 90), endpoint=endpoint, times=1)
+    exchange = make_exchange(sim, clock, resetTimeoutJitter=0)
     section = "public" if endpoint == "Ticker" else "private"
     with pytest.raises(ccxt.BaseError):
         await exchange.fetch2(endpoint, api(section), "GET" if section == "public" else "POST")
@@ -231,52 +321,62 @@ async def test_limits_open_their_domain_at_once(backend: Backend, clock: FakeClo
     assert {round(breakers[g].retry_after or 0) for g in opened} == {retry_after}
 
 
-async def test_lockout_duration_is_configurable(backend: Backend, clock: FakeClock) -> None:
+async def test_lockout_duration_is_configurable(sim: KrakenSimulator, clock: FakeClock) -> None:
     """lockoutDuration (ms) sets how long a temporary lockout keeps keyed groups open."""
-    backend.script("Balance", Reply.kraken_error("EGeneral:Temporary lockout"))
-    exchange = make_exchange(backend.url, clock, lockoutDuration=120_000)
+    sim.faults.add(LOCKOUT, endpoint="Balance", times=1)
+    exchange = make_exchange(sim, clock, lockoutDuration=120_000)
     with pytest.raises(ccxt.DDoSProtection):
         await exchange.privatePostBalance()
     await exchange.close()
     assert exchange.circuit_breakers["funding"].retry_after == 120.0
 
 
-async def test_concurrent_calls_keep_their_own_status_and_headers(backend: Backend,
-                                                                  clock: FakeClock) -> None:
-    """Each call's Retry-After is its own, even while other calls run concurrently."""
-    exchange = make_exchange(
-        backend.url, clock, endpoints={"Ticker": "tickers", "Depth": "books"})
-    backend.script("Ticker", Reply(429, "x", headers={"Retry-After": "100"}, delay=0.05))
-    backend.script("Depth", Reply(429, "x", headers={"Retry-After": "200"}))
-    backend.script("Trades", Reply(200, {"error": [], "result": {}}, delay=0.02))
-    await asyncio.gather(exchange.publicGetTicker(), exchange.publicGetDepth(),
-                         exchange.publicGetTrades(), return_exceptions=True)
+async def test_concurrent_calls_keep_their_own_status_and_headers(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Each call's Retry-After is its own, even while calls interleave: the answers arrive
+    in the opposite order of the requests."""
+    exchange = make_exchange(sim, clock, endpoints={"Ticker": "tickers", "Depth": "books"})
+    gate = Fault.hold()
+    sim.faults.add(gate, endpoint="Ticker", times=1)
+    sim.faults.add(Fault.too_many_requests(100), endpoint="Ticker", times=1)
+    sim.faults.add(Fault.too_many_requests(200), endpoint="Depth", times=1)
+    ticker = asyncio.ensure_future(exchange.publicGetTicker())
+    await until(lambda: sim.count("Ticker") == 1)
+    sim.faults.add(Fault.too_many_requests(100), endpoint="Ticker", times=1)
+    with pytest.raises(ccxt.RateLimitExceeded):
+        await exchange.publicGetDepth()
+    gate.release()
+    await ticker  # the held request itself is answered normally
+    with pytest.raises(ccxt.RateLimitExceeded):
+        await exchange.publicGetTicker()
     await exchange.close()
     breakers = exchange.circuit_breakers
     assert (breakers["tickers"].retry_after, breakers["books"].retry_after) == (100.0, 200.0)
     assert breakers["public"].state == "closed"
 
 
-async def test_disabled_groups_and_flag_pass_straight_through(backend: Backend) -> None:
+async def test_disabled_groups_and_flag_pass_straight_through(sim: KrakenSimulator) -> None:
     """circuitBreaker False, or a group with enabled False, adds no breaker at all."""
-    config = exchange_config(backend.url)
+    config = exchange_config(sim)
     off = ccxt_breaker.kraken({**config, "options": {"circuitBreaker": False}})
     assert dict(off.circuit_breakers) == {}
     assert off.circuit_breakers.group_of("Ticker") == "public"
-    backend.always("Time", DOWN)
+    sim.faults.add(DOWN, endpoint="Time")
     for _ in range(7):
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await off.publicGetTime()
-    partial = make_exchange(backend.url, groups={"public": {"enabled": False}})
+    partial = make_exchange(sim, groups={"public": {"enabled": False}})
     assert "public" not in partial.circuit_breakers
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await partial.publicGetTime()
     await off.close()
     await partial.close()
-    assert backend.hits["Time"] == 7
+    assert sim.count("Time") == 8
 
 
-async def test_subclass_fetch2_still_sees_every_call(backend: Backend, clock: FakeClock) -> None:
-    """A subclass that overrides fetch2 still gets every implicit call, refused ones
-    included: the hook's stand-in for ccxt's request() steps aside for it."""
+async def test_subclass_fetch2_sees_every_call(sim: KrakenSimulator, clock: FakeClock) -> None:
+    """A subclass that overrides fetch2 gets every implicit call, refused ones included."""
     seen: list[str] = []
 
     class Logged(ccxt_breaker.kraken):
@@ -284,20 +384,20 @@ async def test_subclass_fetch2_still_sees_every_call(backend: Backend, clock: Fa
             seen.append(path)
             return await super().fetch2(path, *args, **kwargs)
 
-    exchange = Logged(exchange_config(backend.url, clock))
+    exchange = make_exchange(sim, clock, cls=Logged)
     await exchange.publicGetTime()
     exchange.circuit_breakers["public"].force_open()
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
-    assert (seen, backend.hits["Time"]) == (["Time", "Time"], 1)
+    assert (seen, sim.count("Time")) == (["Time", "Time"], 1)
     await exchange.close()
 
 
 @pytest.mark.parametrize("name", ["fetch2", "fetch"])
-async def test_a_later_patch_of_ccxt_is_honoured(backend: Backend, clock: FakeClock,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 name: str) -> None:
-    """The hook looks ccxt's methods up on every call, so a patch of ccxt's class made
+async def test_a_later_patch_of_ccxt_is_honoured(
+    sim: KrakenSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The hook reaches ccxt through super() on every call, so a patch of ccxt's class made
     after import (as test suites do) still runs under the breaker."""
     original = getattr(ccxt.async_support.kraken, name)
     patched: list[str] = []
@@ -306,7 +406,7 @@ async def test_a_later_patch_of_ccxt_is_honoured(backend: Backend, clock: FakeCl
         patched.append(name)
         return await original(self, *args, **kwargs)
 
-    exchange = make_exchange(backend.url, clock)
+    exchange = make_exchange(sim, clock)
     monkeypatch.setattr(ccxt.async_support.kraken, name, spy)
     await exchange.publicGetTime()
     assert patched == [name]
@@ -314,148 +414,49 @@ async def test_a_later_patch_of_ccxt_is_honoured(backend: Backend, clock: FakeCl
     await exchange.close()
 
 
-def test_mixin_must_sit_right_before_the_ccxt_class() -> None:
-    """BreakerMixin put before anything but the ccxt exchange class fails when the class
-    is made, with a message, not later on the first call."""
+def test_the_mixin_must_come_before_ccxt() -> None:
+    """BreakerMixin after ccxt's exchange class would be hidden by ccxt's own methods: that
+    fails when the class is made, with a message, not silently."""
+    with pytest.raises(TypeError, match="must come before a ccxt async exchange class"):
+        type("Bad", (ccxt.async_support.kraken, BreakerMixin), {})
+
+
+def test_the_mixin_may_sit_anywhere_before_ccxt() -> None:
+    """BreakerMixin need not come right before the ccxt class: super() finds ccxt's methods
+    wherever the mixin sits, and the result is a working exchange."""
 
     class Other:
         pass
 
-    with pytest.raises(TypeError, match="right before the ccxt exchange class"):
-        type("Bad", (BreakerMixin, Other, ccxt.async_support.kraken), {})
+    cls = type("Mixed", (BreakerMixin, Other, ccxt.async_support.kraken), {})
+    exchange = cls({"timeout_on_exit": 0})
+    assert sorted(exchange.circuit_breakers) == ["earn", "funding", "private", "public", "trading"]
 
 
-# --- the shortcut while every circuit is closed ---------------------------------------------
-
-
-def shortcut_on(exchange: Any) -> bool:
-    return "request" in vars(exchange)
-
-
-async def test_the_shortcut_lasts_only_while_every_circuit_is_closed(backend: Backend,
-                                                                     clock: FakeClock) -> None:
-    """With every circuit closed a call skips the hook above ccxt's queue; the first
-    transition away removes that shortcut before any listener hears of it (so a call made
-    from a listener is refused before the queue), and the return to all-closed restores it."""
-    exchange = make_exchange(backend.url, clock)
-    breakers = exchange.circuit_breakers
-    heard: list[tuple[str, bool]] = []
-    breakers.add_listener(
-        lambda event: heard.append((event.new_state, shortcut_on(exchange)))
-        if isinstance(event, ccxt_breaker.StateChanged) else None
-    )
-    assert (shortcut_on(exchange), breakers.all_closed) == (True, True)
-    breakers["earn"].force_open()
-    assert heard == [("open", False)]
-    breakers["public"].force_open()
-    breakers["earn"].reset()
-    assert not shortcut_on(exchange)  # public is still open
-    assert not breakers.all_closed
-    with pytest.raises(ccxt_breaker.CircuitOpenError):
-        await exchange.publicGetTime()
-    breakers["public"].reset()
-    assert (shortcut_on(exchange), breakers.all_closed) == (True, True)
-    await exchange.publicGetTime()
-    assert (backend.hits["Time"], breakers["public"].snapshot()["calls"]) == (1, 1)
-    await exchange.close()
-
-
-async def test_a_request_of_the_users_own_is_kept(backend: Backend, clock: FakeClock) -> None:
-    """A request() the user set on the instance or wrote in a subclass is never replaced,
-    and still runs under the breaker."""
-    seen: list[str] = []
-
-    class Logged(ccxt_breaker.kraken):
-        async def request(self, path: str, *args: Any, **kwargs: Any) -> Any:
-            seen.append(path)
-            return await super().request(path, *args, **kwargs)
-
-    exchange = Logged(exchange_config(backend.url, clock))
-    assert not shortcut_on(exchange)
-    await exchange.publicGetTime()
-    exchange.circuit_breakers["public"].force_open()
-    with pytest.raises(ccxt_breaker.CircuitOpenError):
-        await exchange.publicGetTime()
-    assert (seen, backend.hits["Time"]) == (["Time", "Time"], 1)
-    await exchange.close()
-
-    plain = make_exchange(backend.url, clock)
-    hooked = type(plain).request
-
-    async def own(path: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(f"own {path}")
-        return await hooked(plain, path, *args, **kwargs)
-
-    plain.request = own
-    plain.circuit_breakers["public"].force_open()
-    plain.circuit_breakers["public"].reset()
-    assert plain.request is own
-    await plain.publicGetTime()
-    assert (seen[-1], backend.hits["Time"]) == ("own Time", 2)
-    await plain.close()
-
-
-async def test_refused_retry_of_a_shortcut_call(backend: Backend, clock: FakeClock) -> None:
-    """A call that came in by the shortcut and whose retry is refused (its own failure
-    opened the circuit) gets its last sent attempt's error; ccxt's further retries are
-    refused at once, unsent, uncounted and unreported."""
-    config = exchange_config(backend.url, clock, failureThreshold=1)
-    config["options"]["maxRetriesOnFailure"] = 3  # no delay: ccxt does not sleep between
-    exchange = ccxt_breaker.kraken(config)
-    rejections: list[Any] = []
-    exchange.circuit_breakers.add_listener(
-        lambda event: rejections.append(event)
-        if isinstance(event, ccxt_breaker.CallRejected) else None
-    )
-    backend.always("Time", DOWN)
-    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
-        await exchange.publicGetTime()
-    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
-    snapshot = exchange.circuit_breakers["public"].snapshot()
-    assert (backend.hits["Time"], snapshot["calls"], snapshot["rejected"]) == (1, 1, 1)
-    assert len(rejections) == 1
-    with pytest.raises(ccxt_breaker.CircuitOpenError):  # the next call: nothing stale
-        await exchange.publicGetTime()
-    await exchange.close()
-
-
-async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(backend: Backend,
-                                                                    clock: FakeClock) -> None:
-    """A call that failed by the shortcut leaves its error for a retry that never comes; the
-    next call in the same task, refused after ccxt's queue, gets CircuitOpenError and not
-    that stale error."""
-    config = exchange_config(backend.url, clock, failureThreshold=5)
-    config.update(enableRateLimit=True, rateLimit=50)
-    exchange = ccxt_breaker.kraken(config)
-    backend.script("Time", DOWN)
-    with pytest.raises(ccxt.ExchangeNotAvailable):
-        await exchange.publicGetTime()
-    asyncio.get_running_loop().call_later(0.01, exchange.circuit_breakers["public"].force_open)
-    with pytest.raises(ccxt_breaker.CircuitOpenError):  # waits ~50 ms in the queue first
-        await exchange.publicGetTime()
-    assert backend.hits["Time"] == 1
-    await exchange.close()
-
-
-async def test_a_subclass_fetch_keeps_a_calls_retries_together(backend: Backend,
-                                                               clock: FakeClock) -> None:
-    """A subclass's own fetch() around the hook's does not hide a call's retries from it: a
-    refused retry still ends the call with the last sent attempt's error, counted once."""
+async def test_a_subclass_fetch_keeps_a_calls_retries_together(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """A subclass's own fetch() around the hook's sees every attempt, refused ones included,
+    and a refused retry still ends the call with the last sent attempt's error, counted
+    once."""
     attempts: list[str] = []
 
     class Logged(ccxt_breaker.kraken):
         async def fetch(self, url: str, *args: Any, **kwargs: Any) -> Any:
-            attempts.append(url)
-            return await super().fetch(url, *args, **kwargs)
+            try:
+                return await super().fetch(url, *args, **kwargs)
+            except ccxt.BaseError as exc:
+                attempts.append(type(exc).__name__)
+                raise
 
-    config = exchange_config(backend.url, clock, failureThreshold=2)
+    config = exchange_config(sim, clock, failureThreshold=2)
     config["options"]["maxRetriesOnFailure"] = 3
     exchange = Logged(config)
-    backend.always("AddOrder", DOWN)
+    sim.faults.add(DOWN, endpoint="AddOrder")
     with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
         await exchange.privatePostAddOrder({"pair": "XBTUSD"})
     await exchange.close()
     assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
     snapshot = exchange.circuit_breakers["trading"].snapshot()
-    assert (backend.hits["AddOrder"], snapshot["calls"], snapshot["rejected"]) == (2, 2, 1)
-    assert len(attempts) == 4  # ccxt went round its loop; the last two were refused unsent
+    assert (sim.count("AddOrder"), snapshot["calls"], snapshot["rejected"]) == (2, 2, 1)
+    assert attempts == ["ExchangeNotAvailable"] * 2 + ["CircuitOpenError"] * 2

@@ -8,66 +8,179 @@ import inspect
 import json
 import logging
 import pickle
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import ccxt
 import pytest
 
 import ccxt_breaker
+import ccxt_breaker.pro
 from ccxt_breaker import CallRejected, CircuitBreaker, CircuitOpenError, StateChanged
 from ccxt_breaker._config import BreakerConfig
+from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
 
-from .support import Backend, FakeClock, Reply, make_exchange
+from .support import make_exchange, until
 
-DOWN = Reply(503, "<html>down</html>")
-REQUIRED = {"group", "state", "failure_count", "success_count", "last_failure_time", "opened_at",
-            "retry_after", "last_error", "calls", "failures", "rejected", "endpoints"}
+GROUPS = ["public", "private", "trading", "funding", "earn"]
+REQUIRED = {
+    "group",
+    "state",
+    "failure_count",
+    "success_count",
+    "last_failure_time",
+    "opened_at",
+    "retry_after",
+    "last_error",
+    "calls",
+    "failures",
+    "rejected",
+    "endpoints",
+}
+
+Build = Callable[..., Any]
 
 
-async def test_every_group_exists_before_the_first_call(backend: Backend) -> None:
+@pytest.fixture
+async def build(sim: KrakenSimulator, clock: FakeClock) -> AsyncIterator[Build]:
+    """``build(**breaker)``: ccxt_breaker.kraken on the simulator and the fake clock, with
+    these breaker options; every exchange it made is closed at teardown."""
+    made: list[Any] = []
+
+    def factory(**breaker: Any) -> Any:
+        exchange = make_exchange(sim, clock, **breaker)
+        made.append(exchange)
+        return exchange
+
+    yield factory
+    await asyncio.gather(*(exchange.close() for exchange in made))
+
+
+def down(sim: KrakenSimulator, endpoint: str, times: int | None = 1) -> None:
+    """The next ``times`` requests to ``endpoint`` (every one, for None) answer HTTP 503."""
+    sim.faults.add(Fault.http(503), endpoint=endpoint, times=times)
+
+
+# --- inspection -----------------------------------------------------------------------
+
+
+async def test_every_group_exists_before_the_first_call(build: Build) -> None:
     """Inspection shows all five default groups, closed, before any call is made."""
-    exchange = make_exchange(backend.url)
-    snapshot = exchange.circuit_breakers.snapshot()
-    await exchange.close()
-    assert list(snapshot) == ["public", "private", "trading", "funding", "earn"]
+    snapshot = build().circuit_breakers.snapshot()
+    assert list(snapshot) == GROUPS
     assert {s["state"] for s in snapshot.values()} == {"closed"}
     assert all(set(s) >= REQUIRED for s in snapshot.values())
 
 
-async def test_snapshot_is_json_and_counts_per_endpoint(backend: Backend,
-                                                        clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ccxt_breaker.kraken(),
+        lambda: ccxt_breaker.pro.kraken(),
+        lambda: ccxt_breaker.kraken({"options": {"circuitBreaker": False}}),
+        lambda: ccxt_breaker.pro.kraken({"options": {"circuitBreaker": False}}),
+    ],
+    ids=["kraken", "pro", "kraken disabled", "pro disabled"],
+)
+def test_camel_case_twin_is_the_same_registry(make: Callable[[], Any]) -> None:
+    """exchange.circuitBreakers is the very object exchange.circuit_breakers returns."""
+    exchange = make()
+    # ccxt's constructor copies every snake_case attribute to a camelCase twin
+    assert exchange.circuitBreakers is exchange.circuit_breakers
+    assert isinstance(exchange.circuitBreakers, ccxt_breaker.BreakerRegistry)
+    assert exchange.circuit_breakers is exchange.circuit_breakers  # stable across reads
+
+
+def test_reading_a_disabled_registry_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading circuit_breakers of an instance without breakers hands back one shared empty
+    registry per class, and builds no new one per read."""
+    exchange = ccxt_breaker.kraken({"options": {"circuitBreaker": False}})
+    first = exchange.circuit_breakers
+    built: list[object] = []
+    original = ccxt_breaker.BreakerRegistry.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ccxt_breaker.BreakerRegistry, "__init__", counting)
+    reads = [exchange.circuit_breakers for _ in range(3)]
+    other = ccxt_breaker.kraken({"options": {"circuitBreaker": False}}).circuit_breakers
+    assert (built, all(r is first for r in reads), other is first) == ([], True, True)
+
+
+def test_disabled_registry_is_empty_but_answers_group_of() -> None:
+    """Disabled breakers leave an empty, all-closed registry that still answers group_of."""
+    registry = ccxt_breaker.kraken({"options": {"circuitBreaker": False}}).circuit_breakers
+    assert (len(registry), registry.snapshot(), registry.all_closed) == (0, {}, True)
+    assert registry.group_of("AddOrder") == "trading"
+
+
+async def test_all_closed_follows_the_states(
+    build: Build, sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """all_closed is True only while no circuit is open, forced open or half-open."""
+    exchange = build(failureThreshold=1, successThreshold=1)
+    breakers = exchange.circuit_breakers
+    seen = [breakers.all_closed]
+    breakers["earn"].force_open()
+    seen.append(breakers.all_closed)
+    breakers["earn"].reset()
+    seen.append(breakers.all_closed)
+    down(sim, "Time")
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    seen.append(breakers.all_closed)
+    clock.advance(30)
+    gate = Fault.hold()
+    sim.faults.add(gate, endpoint="Time")
+    probe = asyncio.create_task(exchange.publicGetTime())
+    await until(lambda: sim.count("Time") == 2)
+    seen.append((breakers["public"].state, breakers.all_closed))
+    gate.release()
+    await probe
+    seen.append(breakers.all_closed)
+    assert seen == [True, False, True, False, ("half_open", False), True]
+
+
+async def test_snapshot_is_json_and_counts_per_endpoint(
+    build: Build, sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """snapshot() is JSON-serializable and counts calls, failures and rejections per endpoint."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=2)
-    backend.script("Ticker", DOWN, DOWN)
+    exchange = build(failureThreshold=2)
+    down(sim, "Ticker", times=2)
     await exchange.publicGetTime()
     for _ in range(3):
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await exchange.publicGetTicker()
-    await exchange.close()
     snap = json.loads(json.dumps(exchange.circuit_breakers.snapshot()))["public"]
-    assert snap["endpoints"] == {"Time": {"calls": 1, "failures": 0, "rejected": 0},
-                                 "Ticker": {"calls": 2, "failures": 2, "rejected": 1}}
+    assert snap["endpoints"] == {
+        "Time": {"calls": 1, "failures": 0, "rejected": 0},
+        "Ticker": {"calls": 2, "failures": 2, "rejected": 1},
+    }
     assert (snap["calls"], snap["failures"], snap["rejected"]) == (3, 2, 1)
     assert snap["state"] == "open"
     assert snap["opened_at"] == pytest.approx(clock.time())
     assert snap["last_failure_time"] == pytest.approx(clock.time())
     assert snap["retry_after"] == 30.0
     assert snap["last_error"]["type"] == "ExchangeNotAvailable"
+    assert sim.count("Ticker") == 2
 
 
-async def test_state_compares_as_a_string(backend: Backend) -> None:
+async def test_state_compares_as_a_string(build: Build) -> None:
     """breaker.state is a str enum: 'closed', 'open' or 'half_open'."""
-    exchange = make_exchange(backend.url)
-    breaker = exchange.circuit_breakers["trading"]
+    breaker = build().circuit_breakers["trading"]
     assert breaker.state == "closed"
     breaker.force_open()
     assert breaker.state == ccxt_breaker.CircuitState.OPEN == "open"
-    await exchange.close()
 
 
-async def test_force_open_until_reset(backend: Backend, clock: FakeClock) -> None:
+# --- steering and the error a bot sees --------------------------------------------------
+
+
+async def test_force_open_until_reset(build: Build, sim: KrakenSimulator, clock: FakeClock) -> None:
     """force_open refuses every call, with retry_after None, until reset()."""
-    exchange = make_exchange(backend.url, clock)
+    exchange = build()
     breaker = exchange.circuit_breakers["public"]
     breaker.force_open()
     clock.advance(10_000)
@@ -77,40 +190,40 @@ async def test_force_open_until_reset(backend: Backend, clock: FakeClock) -> Non
     assert "reset()" in str(caught.value)
     breaker.reset()
     await exchange.publicGetTime()
-    await exchange.close()
-    assert backend.hits["Time"] == 1
+    assert sim.count("Time") == 1
 
 
-async def test_circuit_open_error_carries_what_a_bot_needs(backend: Backend,
-                                                          clock: FakeClock) -> None:
-    """CircuitOpenError is an ExchangeNotAvailable with group, endpoint, retry_after and the
-    error that opened the circuit, and says that nothing was sent."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1)
-    backend.script("AddOrder", Reply.kraken_error("EService:Unavailable"))
+async def test_circuit_open_error_carries_what_a_bot_needs(
+    build: Build, sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """CircuitOpenError names group, endpoint, retry_after, its cause, and that nothing was sent."""
+    exchange = build(failureThreshold=1)
+    sim.faults.add(Fault.kraken_error("EService:Unavailable"), endpoint="AddOrder", times=1)
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.privatePostAddOrder()
     clock.advance(5)
     with pytest.raises(ccxt.NetworkError) as caught:
         await exchange.privatePostAddOrder()
-    await exchange.close()
     error = caught.value
     assert isinstance(error, CircuitOpenError)
     assert (error.group, error.endpoint, error.retry_after) == ("trading", "AddOrder", 25.0)
-    assert error.last_error == {"type": "ExchangeNotAvailable",
-                                "message": 'kraken {"error": ["EService:Unavailable"]}'}
+    assert error.last_error == {
+        "type": "ExchangeNotAvailable",
+        "message": 'kraken {"error": ["EService:Unavailable"]}',
+    }
     assert "not sent" in str(error)
     assert "safe to retry" in str(error)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.group, str(copy)) == (error.group, str(error))
+    assert sim.count("AddOrder") == 1
 
 
 def test_circuit_open_error_built_by_hand_equals_the_breakers() -> None:
-    """A CircuitOpenError constructed by a bot's own tests, by keyword or by position, has
-    the same fields, args, text and pickle as the one a breaker raises."""
+    """A CircuitOpenError built by hand equals the breaker's in fields, args, text and pickle."""
     breaker = CircuitBreaker("public", clock=FakeClock())
     breaker.force_open()
     with pytest.raises(CircuitOpenError) as caught:
-        breaker.admit(breaker.counters("Time"), "Time")
+        breaker._admit(breaker._counters("Time"), "Time")
     raised = caught.value
     by_keyword = CircuitOpenError(
         group="public", endpoint="Time", retry_after=None, last_error=raised.last_error
@@ -119,35 +232,45 @@ def test_circuit_open_error_built_by_hand_equals_the_breakers() -> None:
     for error in (by_keyword, by_position, pickle.loads(pickle.dumps(raised))):
         assert error.args == raised.args
         assert (error.group, error.endpoint, error.retry_after, error.exchange_id) == (
-            "public", "Time", None, "kraken")
+            "public",
+            "Time",
+            None,
+            "kraken",
+        )
         assert error.last_error == {"type": "ForcedOpen", "message": "force_open() was called"}
         assert (str(error), repr(error)) == (str(raised), repr(raised))
     assert CircuitOpenError("earn").endpoint is None  # the fields after the group are optional
 
 
-async def test_transitions_are_logged(backend: Backend, clock: FakeClock,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+# --- logs and events ----------------------------------------------------------------------
+
+
+async def test_transitions_are_logged(
+    build: Build, sim: KrakenSimulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     """Opening logs a WARNING naming group, cause and retry_after; other changes log INFO."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1, successThreshold=1)
-    backend.script("Time", DOWN)
+    exchange = build(failureThreshold=1, successThreshold=1)
+    down(sim, "Time")
     with caplog.at_level(logging.INFO, "ccxt_breaker"):
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await exchange.publicGetTime()
         clock.advance(30)
         await exchange.publicGetTime()
-    await exchange.close()
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "ccxt_breaker"]
     assert [level for level, _ in lines] == ["WARNING", "INFO", "INFO"]
     opened = lines[0][1]
     assert "'public'" in opened
     assert "ExchangeNotAvailable" in opened
     assert "retry_after=30.000s" in opened
-    assert "half_open -> closed" in lines[2][1]
+    assert "open -> half_open (open time elapsed)" in lines[1][1]
+    assert "half_open -> closed (probes succeeded)" in lines[2][1]
 
 
-async def test_listeners_get_frozen_events(backend: Backend, clock: FakeClock) -> None:
+async def test_listeners_get_frozen_events(
+    build: Build, sim: KrakenSimulator, clock: FakeClock
+) -> None:
     """Sync and async listeners receive frozen StateChanged and CallRejected events."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    exchange = build(failureThreshold=1)
     seen: list[Any] = []
     async_seen: list[Any] = []
 
@@ -156,60 +279,67 @@ async def test_listeners_get_frozen_events(backend: Backend, clock: FakeClock) -
 
     exchange.circuit_breakers.add_listener(seen.append)
     exchange.circuit_breakers.add_listener(async_listener)
-    backend.script("Time", DOWN)
+    down(sim, "Time")
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTime()
     with pytest.raises(CircuitOpenError):
         await exchange.publicGetTime()
-    await asyncio.sleep(0)
-    await exchange.close()
+    await until(lambda: len(async_seen) == 2)
     assert [type(e) for e in seen] == [StateChanged, CallRejected]
     assert async_seen == seen
     change, rejection = seen
     assert (change.group, change.old_state, change.new_state, change.reason) == (
-        "public", "closed", "open", "consecutive failures")
+        "public",
+        "closed",
+        "open",
+        "consecutive failures",
+    )
     assert (rejection.endpoint, rejection.retry_after, rejection.shadow) == ("Time", 30.0, False)
     with pytest.raises(AttributeError):
         change.group = "x"
 
 
-async def test_a_raising_listener_never_breaks_a_call(backend: Backend, clock: FakeClock,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_raising_listener_never_breaks_a_call(
+    build: Build, sim: KrakenSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
     """A listener that raises is logged, and the caller still gets ccxt's own outcome."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1)
+    exchange = build(failureThreshold=1)
 
     def bad(event: Any) -> None:
         raise RuntimeError("listener bug")
 
     exchange.circuit_breakers.add_listener(bad)
-    backend.script("Time", DOWN)
+    down(sim, "Time")
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTime()
     with pytest.raises(CircuitOpenError):
         await exchange.publicGetTime()
-    await exchange.close()
     assert any("listener" in r.getMessage() for r in caplog.records)
 
 
-async def test_shadow_mode_records_but_never_rejects(backend: Backend, clock: FakeClock) -> None:
-    """In shadow mode calls always go out, while states, events and would-be rejections are
-    recorded as if the breaker were live."""
-    exchange = make_exchange(backend.url, clock, failureThreshold=1, shadowMode=True)
+async def test_shadow_mode_records_but_never_rejects(build: Build, sim: KrakenSimulator) -> None:
+    """Shadow mode sends every call yet records states, events and would-be rejections."""
+    exchange = build(failureThreshold=1, shadowMode=True)
     events: list[Any] = []
     exchange.circuit_breakers.add_listener(events.append)
-    backend.always("Time", DOWN)
+    down(sim, "Time", times=None)
     for _ in range(3):
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await exchange.publicGetTime()
-    await exchange.close()
     snap = exchange.circuit_breakers["public"].snapshot()
-    assert backend.hits["Time"] == 3
+    assert sim.count("Time") == 3
     assert (snap["state"], snap["rejected"], snap["shadow_mode"]) == ("open", 2, True)
     assert [getattr(e, "shadow", None) for e in events] == [None, True, True]
 
 
+# --- guarding any coroutine ---------------------------------------------------------------
+
+
 def breaker(clock: FakeClock, **config: Any) -> CircuitBreaker:
     return CircuitBreaker("ws", BreakerConfig(**config), clock=clock)
+
+
+TRIPPED = {"type": "T", "message": "m"}
 
 
 async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
@@ -238,9 +368,7 @@ async def test_call_guards_any_coroutine(clock: FakeClock) -> None:
 
 
 async def test_guard_decorates_functions_and_methods(clock: FakeClock) -> None:
-    """@breaker.guard keeps the function's name, signature and coroutine-ness, binds as a
-    method in a class body, counts under the function's name with call()'s verdicts, and
-    refuses without calling once open; a non-callable is refused at decoration."""
+    """@breaker.guard wraps functions and methods with call()'s name, verdicts and refusals."""
     guard = breaker(clock, failure_threshold=2)
     calls: list[str] = []
 
@@ -277,9 +405,7 @@ async def test_guard_decorates_functions_and_methods(clock: FakeClock) -> None:
 
 
 async def test_guard_probes_at_half_open(clock: FakeClock) -> None:
-    """A guard function at half-open takes a probe permit like call(): concurrent calls
-    beyond halfOpenMaxCalls are refused without running, and the probes' successes close
-    the circuit."""
+    """At half-open a guarded function takes a probe permit; calls past the limit never run."""
     guard = breaker(clock, failure_threshold=1, half_open_max_calls=2, success_threshold=2)
     release = asyncio.Event()
     ran = 0
@@ -290,10 +416,10 @@ async def test_guard_probes_at_half_open(clock: FakeClock) -> None:
         ran += 1
         await release.wait()
 
-    guard.trip(0.0, {"type": "T", "message": "m"})
+    guard._trip(0.0, TRIPPED)
     clock.advance(30)
     tasks = [asyncio.create_task(probe()) for _ in range(5)]
-    await asyncio.sleep(0)
+    await until(lambda: sum(t.done() for t in tasks) == 3)
     release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [type(r).__name__ for r in results] == ["NoneType"] * 2 + ["CircuitOpenError"] * 3
@@ -302,9 +428,7 @@ async def test_guard_probes_at_half_open(clock: FakeClock) -> None:
 
 @pytest.mark.parametrize("form", ["call", "guard", "async with"])
 async def test_success_ends_the_failure_run(clock: FakeClock, form: str) -> None:
-    """Through breaker.call, a breaker.guard function and async with, a success between
-    failures resets the consecutive count (and counts the call), so failures that never
-    reach the threshold in a row never open the circuit."""
+    """Through call, guard and async with, a success ends the run of consecutive failures."""
     guard = breaker(clock, failure_threshold=3)
 
     async def attempt(ok: bool) -> None:
@@ -348,18 +472,32 @@ async def test_async_with_guards_a_block(clock: FakeClock) -> None:
     assert guard.state == "closed"
 
 
-async def test_async_with_nests_and_interleaves(clock: FakeClock) -> None:
-    """Nested and concurrent async-with blocks each settle their own permit."""
+async def test_async_with_nests(clock: FakeClock) -> None:
+    """Nested async-with blocks settle their own permits: a caught inner error is inner's only."""
+    outer = breaker(clock, failure_threshold=1)
+    inner = CircuitBreaker("inner", BreakerConfig(failure_threshold=1), clock=clock)
+    async with outer:
+        with contextlib.suppress(ConnectionResetError):
+            async with inner:
+                raise ConnectionResetError
+    assert (outer.state, inner.state) == ("closed", "open")
+    assert (outer.snapshot()["failures"], inner.snapshot()["failures"]) == (0, 1)
+
+
+async def test_async_with_interleaves(clock: FakeClock) -> None:
+    """Concurrent async-with blocks, both inside at once, each settle their own permit."""
     guard = breaker(clock, failure_threshold=1, half_open_max_calls=2, success_threshold=2)
-    guard.trip(0.0, {"type": "T", "message": "m"})
+    guard._trip(0.0, TRIPPED)
     clock.advance(30)
+    both_inside = asyncio.Barrier(2)
 
     async def block(fail: bool) -> None:
         async with guard:
-            await asyncio.sleep(0.01)
+            await both_inside.wait()
             if fail:
                 raise ValueError("not evidence")  # neutral: releases the probe
 
-    await asyncio.gather(block(True), block(False), return_exceptions=True)
+    results = await asyncio.gather(block(True), block(False), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ValueError", "NoneType"]
     assert guard.snapshot()["half_open_in_flight"] == 0
     assert guard.snapshot()["success_count"] == 1

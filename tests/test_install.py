@@ -14,8 +14,10 @@ import pytest
 
 import ccxt_breaker
 import ccxt_breaker.pro
+from ccxt_breaker._hook import BreakerMixin
+from ccxt_breaker.testing import Fault, KrakenSimulator
 
-from .support import Backend, Reply, exchange_config
+from .support import exchange_config
 
 
 @pytest.fixture
@@ -27,25 +29,27 @@ def installed() -> Iterator[None]:
 
 @pytest.mark.usefixtures("installed")
 @pytest.mark.parametrize("cls", [ccxt.async_support.kraken, ccxt.pro.kraken])
-async def test_flag_turns_breakers_on_for_plain_ccxt(backend: Backend, cls: type) -> None:
-    """After install(), options['circuitBreaker'] gives a plain ccxt instance breakers."""
-    exchange = cls(exchange_config(backend.url, failureThreshold=1))
+async def test_flag_turns_breakers_on_for_plain_ccxt(sim: KrakenSimulator, cls: type) -> None:
+    """After install(), options['circuitBreaker'] gives a plain ccxt instance breakers, and
+    its camelCase twin is the same registry."""
+    exchange = cls(exchange_config(sim, failureThreshold=1))
     assert isinstance(exchange, cls)
-    backend.always("Time", Reply(503, "down"))
+    assert exchange.circuitBreakers is exchange.circuit_breakers
+    sim.faults.add(Fault.http(503), endpoint="Time")
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTime()
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.publicGetTime()
     await exchange.close()
-    assert backend.hits["Time"] == 1
+    assert sim.count("Time") == 1
     assert exchange.circuit_breakers["public"].state == "open"
 
 
 @pytest.mark.usefixtures("installed")
 @pytest.mark.parametrize("flag", [None, False, {"enabled": False}])
-async def test_without_the_flag_ccxt_is_untouched(backend: Backend, flag: object) -> None:
+async def test_without_the_flag_ccxt_is_untouched(sim: KrakenSimulator, flag: object) -> None:
     """Without the flag (or with it off) an instance keeps its exact ccxt class."""
-    config = exchange_config(backend.url)
+    config = exchange_config(sim)
     config["options"] = {} if flag is None else {"circuitBreaker": flag}
     exchange = ccxt.async_support.kraken(config)
     assert type(exchange) is ccxt.async_support.kraken
@@ -54,15 +58,15 @@ async def test_without_the_flag_ccxt_is_untouched(backend: Backend, flag: object
 
 
 def test_install_is_idempotent_and_uninstall_reverses_it() -> None:
-    """Installing twice patches once; uninstall() restores ccxt's own constructor."""
-    before = ccxt.async_support.kraken.__dict__.get("__init__")
+    """Installing twice patches once; uninstall() restores ccxt's own construction."""
+    before = ccxt.async_support.kraken.__dict__.get("after_construct")
     ccxt_breaker.install()
-    patched = ccxt.async_support.kraken.__dict__["__init__"]
+    patched = ccxt.async_support.kraken.__dict__["after_construct"]
     ccxt_breaker.install()
-    assert ccxt.async_support.kraken.__dict__["__init__"] is patched
+    assert ccxt.async_support.kraken.__dict__["after_construct"] is patched
     ccxt_breaker.uninstall()
     ccxt_breaker.uninstall()
-    assert ccxt.async_support.kraken.__dict__.get("__init__") is before
+    assert ccxt.async_support.kraken.__dict__.get("after_construct") is before
     plain = ccxt.async_support.kraken({"options": {"circuitBreaker": True}})
     assert type(plain) is ccxt.async_support.kraken
 
@@ -83,14 +87,15 @@ def test_install_works_whatever_the_import_order(pro_first: bool) -> None:
         ex = ccxt.pro.kraken({"options": {"circuitBreaker": True}})
         print(sorted(ex.circuit_breakers))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "['earn', 'funding', 'private', 'public', 'trading']"
 
 
-async def test_pro_class_guards_rest_calls(backend: Backend) -> None:
+async def test_pro_class_guards_rest_calls(sim: KrakenSimulator) -> None:
     """ccxt_breaker.pro.kraken is a ccxt.pro.kraken whose REST calls are guarded."""
-    exchange = ccxt_breaker.pro.kraken(exchange_config(backend.url))
+    exchange = ccxt_breaker.pro.kraken(exchange_config(sim))
     assert isinstance(exchange, ccxt.pro.kraken)
     exchange.circuit_breakers["private"].force_open()
     with pytest.raises(ccxt_breaker.CircuitOpenError) as caught:
@@ -100,13 +105,28 @@ async def test_pro_class_guards_rest_calls(backend: Backend) -> None:
     with pytest.raises(ccxt_breaker.CircuitOpenError):
         await exchange.load_markets()
     await exchange.close()
-    assert sum(backend.hits.values()) == 0
+    assert sim.requests == []
 
 
 def test_both_classes_share_one_implementation() -> None:
     """The async and pro classes get their breakers from the same mixin, not a copy."""
-    from ccxt_breaker._hook import BreakerMixin
-
+    hooked = {"fetch2", "fetch", "sleep", "on_rest_response", "after_construct", "request"}
     for cls in (ccxt_breaker.kraken, ccxt_breaker.pro.kraken):
         assert cls.__mro__[1] is BreakerMixin
-        assert not {"fetch2", "fetch", "sleep", "on_rest_response"} & set(vars(cls))
+        assert not hooked & set(vars(cls))
+
+
+@pytest.mark.usefixtures("installed")
+def test_a_bots_own_class_runs_around_the_hook() -> None:
+    """Under install(), a bot's own subclass (and ccxt.pro) come before the hook in the
+    method order, and the hook sits before ccxt's kraken, as the drop-in class has it."""
+
+    class Bot(ccxt.pro.kraken):
+        pass
+
+    exchange = Bot({"options": {"circuitBreaker": True}})
+    mro = type(exchange).__mro__
+    order = [mro.index(c) for c in (Bot, ccxt.pro.kraken, BreakerMixin, ccxt.async_support.kraken)]
+    assert order == sorted(order)
+    assert type(exchange).__name__ == "Bot"
+    assert isinstance(exchange, Bot)

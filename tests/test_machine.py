@@ -1,81 +1,167 @@
-"""The pure state machine, driven synchronously with plain numbers for time."""
+"""The pure state machine, driven synchronously with plain numbers for time.
+
+Every call that can change the state goes through :func:`act`, which checks the h11-style
+contract on each of them: a :class:`Transition` comes back exactly when the machine made
+one (its generation moved), it names the state before and after and the machine's own
+reason, and ``None`` comes back exactly when nothing changed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from ccxt_breaker._config import BreakerConfig
-from ccxt_breaker._machine import PROBE_WAIT, CircuitState, Machine
+from ccxt_breaker._machine import PROBE_WAIT, CircuitState, Machine, Transition
 
-BASE = BreakerConfig(failure_threshold=3, success_threshold=2, reset_timeout=10.0,
-                     reset_timeout_jitter=0.0, max_reset_timeout=60.0)
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+BASE = BreakerConfig(
+    failure_threshold=3,
+    success_threshold=2,
+    reset_timeout=10.0,
+    reset_timeout_jitter=0.0,
+    max_reset_timeout=60.0,
+)
+# a window config never opens on a run of consecutive failures
+NO_RUNS = replace(BASE, failure_threshold=1000)
+
+
+def act(m: Machine, method: Callable[..., Transition | None], *args: Any) -> Transition | None:
+    """Call ``method`` and check the contract of what it returned."""
+    old, generation = m.state, m.generation
+    transition = method(*args)
+    if transition is None:
+        assert (m.state, m.generation) == (old, generation)
+    else:
+        assert m.generation == generation + 1
+        assert transition == Transition(old, m.state, m.reason)
+    return transition
+
+
+def admit(m: Machine, now: float) -> int | None:
+    """What the breaker does for every call: poll, then take a permit."""
+    act(m, m.poll, now)
+    return m.acquire()
+
+
+def steps(m: Machine, script: str, now: float = 0.0) -> list[Transition]:
+    """Run one call per letter and return the transitions they made: f=failure,
+    s=success, n=neutral, w=slow success, x=slow failure."""
+    made = []
+    for letter in script:
+        permit = admit(m, now)
+        assert permit is not None
+        if letter == "n":
+            m.release(permit)
+            continue
+        if letter in "fx":
+            transition = act(m, m.on_failure, permit, now, letter == "x")
+        else:
+            transition = act(m, m.on_success, permit, now, letter == "w")
+        if transition is not None:
+            made.append(transition)
+    return made
 
 
 def opened(config: BreakerConfig = BASE, now: float = 0.0) -> Machine:
     m = Machine(config)
-    for _ in range(config.failure_threshold):
-        m.on_failure(m.acquire(now) or 0, now)
-    assert m.state is CircuitState.OPEN
+    assert steps(m, "f" * config.failure_threshold, now)[-1].new is OPEN
     return m
 
 
 def half_open(config: BreakerConfig = BASE) -> Machine:
     m = opened(config)
-    m.acquire(config.reset_timeout)
-    assert m.state is CircuitState.HALF_OPEN
-    m.release(m.generation)
+    assert act(m, m.poll, config.reset_timeout) == Transition(OPEN, HALF_OPEN, "open time elapsed")
     return m
 
 
-def steps(m: Machine, script: str, now: float = 0.0) -> None:
-    """Run one call per letter: f=failure, s=success, n=neutral, w=slow success."""
-    for letter in script:
-        permit = m.acquire(now)
-        assert permit is not None
-        if letter == "f":
-            m.on_failure(permit, now)
-        elif letter == "s":
-            m.on_success(permit, now)
-        elif letter == "w":
-            m.on_success(permit, now, slow=True)
-        else:
-            m.release(permit)
+def build(where: str) -> Machine:
+    """A machine in one of the named situations; open ones opened at 0 until 10."""
+    m = Machine(BASE)
+    if where == "failing":
+        steps(m, "ff")
+    elif where == "open":
+        m = opened()
+    elif where == "half_open":
+        m = half_open()
+    elif where == "forced":
+        act(m, m.force_open, 0.0)
+    else:
+        assert where == "closed"
+    return m
+
+
+# --- closed -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("script", "state", "failure_count"),
+    ("script", "state", "failure_count", "made"),
     [
-        ("ff", CircuitState.CLOSED, 2),
-        ("fff", CircuitState.OPEN, 3),
-        ("ffsff", CircuitState.CLOSED, 2),
-        ("ffnf", CircuitState.OPEN, 3),
-        ("ffnnnn", CircuitState.CLOSED, 2),
-        ("ffw", CircuitState.CLOSED, 0),
+        ("ff", CLOSED, 2, []),
+        ("fff", OPEN, 3, [Transition(CLOSED, OPEN, "consecutive failures")]),
+        ("ffsff", CLOSED, 2, []),
+        ("ffnf", OPEN, 3, [Transition(CLOSED, OPEN, "consecutive failures")]),
+        ("ffnnnn", CLOSED, 2, []),
+        ("ffw", CLOSED, 0, []),
+        ("ffx", OPEN, 3, [Transition(CLOSED, OPEN, "consecutive failures")]),
     ],
 )
-def test_closed_transitions(script: str, state: CircuitState, failure_count: int) -> None:
+def test_closed_transitions(
+    script: str, state: CircuitState, failure_count: int, made: list[Transition]
+) -> None:
     """failureThreshold consecutive failures open; a success resets the run; neutral is ignored."""
     m = Machine(BASE)
-    steps(m, script)
+    assert steps(m, script) == made
     assert (m.state, m.failure_count) == (state, failure_count)
 
 
-def test_open_rejects_until_reset_timeout_then_half_opens() -> None:
-    """An open circuit refuses every call until exactly resetTimeout has passed."""
+# --- open, and poll() ---------------------------------------------------------------
+
+
+def test_open_rejects_until_reset_timeout_then_poll_half_opens() -> None:
+    """Open refuses until resetTimeout; the poll then returns the move to half-open, once."""
     m = opened()
-    assert m.acquire(9.999) is None
+    assert act(m, m.poll, 9.999) is None
+    assert m.acquire() is None
     assert m.retry_after(4.0) == pytest.approx(6.0)
-    assert m.acquire(10.0) is not None
-    assert m.state is CircuitState.HALF_OPEN
+    assert act(m, m.poll, 10.0) == Transition(OPEN, HALF_OPEN, "open time elapsed")
+    assert act(m, m.poll, 10.0) is None
+    assert m.acquire() == m.generation
+
+
+def test_acquire_alone_never_half_opens() -> None:
+    """acquire() moves nothing: an open circuit past its time refuses until poll()."""
+    m = opened()
+    assert m.acquire() is None
+    assert m.state is OPEN
+    assert act(m, m.poll, 1e9) is not None
+    assert m.acquire() is not None
+
+
+@pytest.mark.parametrize(
+    ("where", "now"),
+    [("closed", 1e9), ("failing", 1e9), ("open", 9.999), ("half_open", 1e9), ("forced", 1e9)],
+)
+def test_poll_returns_none_where_nothing_moves(where: str, now: float) -> None:
+    """poll() returns None and changes nothing unless an unforced open time has passed."""
+    m = build(where)
+    before = (m.state, m.generation, m.failure_count, m.in_flight, m.open_until)
+    assert act(m, m.poll, now) is None
+    assert (m.state, m.generation, m.failure_count, m.in_flight, m.open_until) == before
+
+
+# --- half-open ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_half_open_admits_exactly_max_calls(limit: int) -> None:
     """Half-open hands out halfOpenMaxCalls permits at once and refuses the rest."""
-    m = opened(replace(BASE, half_open_max_calls=limit))
-    permits = [m.acquire(10.0) for _ in range(limit + 5)]
+    m = half_open(replace(BASE, half_open_max_calls=limit))
+    permits = [admit(m, 10.0) for _ in range(limit + 5)]
     assert sum(p is not None for p in permits) == limit
     assert m.retry_after(10.0) == PROBE_WAIT
 
@@ -83,40 +169,66 @@ def test_half_open_admits_exactly_max_calls(limit: int) -> None:
 def test_half_open_release_gives_the_slot_back() -> None:
     """A released probe (cancelled or neutral) frees its slot without changing counts."""
     m = half_open()
-    permit = m.acquire(10.0)
+    permit = m.acquire()
     assert permit is not None
-    assert m.acquire(10.0) is None
+    assert m.acquire() is None
     m.release(permit)
-    assert (m.state, m.success_count, m.in_flight) == (CircuitState.HALF_OPEN, 0, 0)
-    assert m.acquire(10.0) is not None
+    assert (m.state, m.success_count, m.in_flight) == (HALF_OPEN, 0, 0)
+    assert m.acquire() is not None
 
 
 @pytest.mark.parametrize(
-    ("script", "state"),
-    [("s", CircuitState.HALF_OPEN), ("ss", CircuitState.CLOSED), ("sf", CircuitState.OPEN),
-     ("f", CircuitState.OPEN), ("w", CircuitState.OPEN), ("nss", CircuitState.CLOSED)],
+    ("script", "state", "made"),
+    [
+        ("s", HALF_OPEN, []),
+        ("ss", CLOSED, [Transition(HALF_OPEN, CLOSED, "probes succeeded")]),
+        ("sf", OPEN, [Transition(HALF_OPEN, OPEN, "probe failed")]),
+        ("f", OPEN, [Transition(HALF_OPEN, OPEN, "probe failed")]),
+        ("x", OPEN, [Transition(HALF_OPEN, OPEN, "probe failed")]),
+        ("w", OPEN, [Transition(HALF_OPEN, OPEN, "slow probe")]),
+        ("nss", CLOSED, [Transition(HALF_OPEN, CLOSED, "probes succeeded")]),
+    ],
 )
-def test_half_open_transitions(script: str, state: CircuitState) -> None:
+def test_half_open_transitions(script: str, state: CircuitState, made: list[Transition]) -> None:
     """successThreshold probe successes close; a failed or slow probe re-opens."""
     m = half_open()
-    steps(m, script, now=10.0)
+    assert steps(m, script, now=10.0) == made
     assert m.state is state
 
 
-def test_open_time_grows_on_reopen_and_resets_on_close() -> None:
-    """Each consecutive re-open multiplies the open time, up to its cap; closing forgets it."""
-    m = opened()
-    durations = []
+# --- the open time ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "cap", "multiplier", "durations"),
+    [
+        (10.0, 60.0, 2.0, [10.0, 20.0, 40.0, 60.0, 60.0]),
+        # below one second the logarithms of the growth check are negative
+        (0.1, 1.0, 2.0, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]),
+        (0.25, 0.5, 1.5, [0.25, 0.375, 0.5, 0.5]),
+        (0.5, 0.5, 2.0, [0.5, 0.5, 0.5]),
+        (0.2, 5.0, 1.0, [0.2, 0.2, 0.2]),
+    ],
+)
+def test_open_time_grows_on_reopen_up_to_the_cap(
+    base: float, cap: float, multiplier: float, durations: list[float]
+) -> None:
+    """Each re-open multiplies the open time up to the cap, under 1 s too; closing resets it."""
+    config = replace(
+        BASE, reset_timeout=base, max_reset_timeout=cap, reset_timeout_multiplier=multiplier
+    )
+    m = opened(config)
+    actual = []
     now = 0.0
-    for _ in range(5):
-        durations.append(m.open_until - now)
+    for _ in durations:
+        actual.append(m.open_until - now)
         now = m.open_until
-        steps(m, "f", now)  # the probe fails
-    assert durations == [10.0, 20.0, 40.0, 60.0, 60.0]
+        assert steps(m, "f", now) == [Transition(HALF_OPEN, OPEN, "probe failed")]
+    assert actual == pytest.approx(durations)
     now = m.open_until
     steps(m, "ss", now)
     steps(m, "fff", now)
-    assert m.open_until - now == 10.0
+    assert m.open_until - now == pytest.approx(base)
 
 
 def test_first_open_time_is_exact_and_jitter_only_grows_later() -> None:
@@ -137,83 +249,201 @@ def test_huge_number_of_reopens_stays_at_the_cap() -> None:
     assert m.retry_after(m.opened_at or 0.0) == 60.0
 
 
+# --- stale results and orders -------------------------------------------------------
+
+
 def test_stale_results_are_ignored() -> None:
-    """A result carrying an older generation changes no count (gobreaker's generation)."""
+    """A result of an older generation returns None and changes no count (gobreaker)."""
     m = Machine(BASE)
-    old = m.acquire(0.0)
+    old = m.acquire()
     assert old is not None
     steps(m, "fff")
-    m.on_failure(old, 0.0)
-    m.on_success(old, 0.0)
-    assert (m.state, m.failure_count) == (CircuitState.OPEN, 3)
-    m.acquire(10.0)
-    m.on_failure(old, 10.0)
-    assert (m.state, m.in_flight) == (CircuitState.HALF_OPEN, 1)
+    assert act(m, m.on_failure, old, 0.0) is None
+    assert act(m, m.on_success, old, 0.0) is None
+    assert (m.state, m.failure_count) == (OPEN, 3)
+    admit(m, 10.0)
+    assert act(m, m.on_failure, old, 10.0) is None
+    assert act(m, m.on_success, old, 10.0, True) is None
+    assert (m.state, m.in_flight) == (HALF_OPEN, 1)
 
 
 def test_trip_opens_at_once_for_the_later_time() -> None:
-    """A trip opens whatever the count, until the later of the named time and the open time."""
+    """A trip opens until the later time; tripping an open circuit extends it, returns None."""
     m = Machine(BASE)
-    m.trip(0.0, until=100.0)
-    assert (m.state, m.open_until) == (CircuitState.OPEN, 100.0)
+    limit = Transition(CLOSED, OPEN, "limit named by the exchange")
+    assert act(m, m.trip, 0.0, 100.0) == limit
+    assert (m.state, m.open_until) == (OPEN, 100.0)
     m2 = Machine(BASE)
-    m2.trip(0.0, until=3.0)
+    assert act(m2, m2.trip, 0.0, 3.0) == limit
     assert m2.open_until == 10.0
-    m2.trip(1.0, until=50.0)  # already open: extended, same generation
+    assert act(m2, m2.trip, 1.0, 50.0) is None
     assert (m2.open_until, m2.generation) == (50.0, 1)
+    assert act(m2, m2.trip, 2.0, 20.0) is None  # never shortened
+    assert m2.open_until == 50.0
+
+
+def test_trip_of_a_half_open_circuit_reopens_it() -> None:
+    """A limit named while probing re-opens the circuit, with a grown open time."""
+    m = half_open()
+    assert act(m, m.trip, 10.0, 0.0) == Transition(HALF_OPEN, OPEN, "limit named by the exchange")
+    assert m.open_until == 30.0
 
 
 def test_force_open_holds_until_reset() -> None:
-    """force_open refuses every call with no retry time until reset closes the circuit."""
+    """force_open refuses with no retry time until reset; trips and polls return None."""
     m = Machine(BASE)
-    m.force_open(0.0)
-    assert m.acquire(1e9) is None
+    assert act(m, m.force_open, 0.0) == Transition(CLOSED, OPEN, "forced open")
+    assert admit(m, 1e9) is None
     assert m.retry_after(0.0) is None
-    m.trip(0.0, until=5.0)
+    assert act(m, m.trip, 0.0, 5.0) is None
     assert m.forced
-    m.reset()
-    assert (m.state, m.acquire(0.0)) == (CircuitState.CLOSED, m.generation)
+    assert act(m, m.reset) == Transition(OPEN, CLOSED, "reset")
+    assert (m.state, m.acquire()) == (CLOSED, m.generation)
 
 
 @pytest.mark.parametrize(
-    ("window", "outcomes", "state"),
+    ("where", "old"),
     [
-        # 10 calls, 50 % threshold: 4 failures of 10 stay closed, 5 open
-        ({"sliding_window_size": 10}, "ssssssffff", CircuitState.CLOSED),
-        ({"sliding_window_size": 10}, "sssssfffff", CircuitState.OPEN),
-        # below minimumNumberOfCalls the rate is not judged
-        ({"sliding_window_size": 10, "minimum_number_of_calls": 10}, "sfsfsfsf",
-         CircuitState.CLOSED),
-        # the window slides: 2 of the last 4 fail, though only 3 of all 7 did
-        ({"sliding_window_size": 4, "minimum_number_of_calls": 4}, "fsssfsf", CircuitState.OPEN),
+        ("closed", CLOSED),
+        ("failing", CLOSED),
+        ("open", OPEN),
+        ("half_open", HALF_OPEN),
+        ("forced", OPEN),
     ],
 )
-def test_failure_rate_window(window: dict[str, int], outcomes: str, state: CircuitState) -> None:
-    """A failure rate at or over failureRateThreshold across the window opens the circuit."""
-    config = replace(BASE, failure_threshold=100, failure_rate_threshold=50.0,
-                     minimum_number_of_calls=window.pop("minimum_number_of_calls", 4), **window)
+def test_force_open_and_reset_from_every_state(where: str, old: CircuitState) -> None:
+    """force_open and reset return their transition from every state, closed ones included."""
+    m = build(where)
+    assert act(m, m.force_open, 20.0) == Transition(old, OPEN, "forced open")
+    assert (m.forced, m.retry_after(1e9)) == (True, None)
+    m = build(where)
+    permit = m.generation
+    # closed -> closed is a transition too: a new generation, and the counts forgotten
+    assert act(m, m.reset) == Transition(old, CLOSED, "reset")
+    assert (m.failure_count, m.forced, m.reopen_count) == (0, False, 0)
+    assert act(m, m.on_failure, permit, 0.0) is None
+    assert m.failure_count == 0
+
+
+# --- the sliding windows ------------------------------------------------------------
+
+
+RATE = [Transition(CLOSED, OPEN, "failure rate")]
+SLOW = [Transition(CLOSED, OPEN, "slow-call rate")]
+PAIR = {"sliding_window_size": 2, "minimum_number_of_calls": 2}  # judged from the 2nd call
+
+
+def window_config(**window: Any) -> BreakerConfig:
+    """NO_RUNS with a window: minimumNumberOfCalls 4 unless ``window`` says otherwise."""
+    return replace(NO_RUNS, **{"minimum_number_of_calls": 4, **window})
+
+
+@pytest.mark.parametrize(
+    ("window", "outcomes", "made"),
+    [
+        # 10 calls, 50 % threshold: 4 failures of 10 stay closed, 5 open
+        ({"sliding_window_size": 10}, "ssssssffff", []),
+        ({"sliding_window_size": 10}, "sssssfffff", RATE),
+        # below minimumNumberOfCalls the rate is not judged
+        ({"sliding_window_size": 10, "minimum_number_of_calls": 10}, "sfsfsfsf", []),
+        # the window slides: 2 of the last 4 fail, though only 3 of all 7 did
+        ({"sliding_window_size": 4}, "fsssfsf", RATE),
+        # a rate just under the threshold stays closed; one at it opens
+        ({**PAIR, "failure_rate_threshold": 50.5}, "sf", []),
+        ({**PAIR, "failure_rate_threshold": 50.0}, "sf", RATE),
+        ({"sliding_window_size": 4, "failure_rate_threshold": 25.25}, "sssf", []),
+        ({"sliding_window_size": 4, "failure_rate_threshold": 25.0}, "sssf", RATE),
+    ],
+)
+def test_failure_rate_window(window: dict[str, Any], outcomes: str, made: list[Transition]) -> None:
+    """A failure rate at or over the threshold opens the circuit; one just under does not."""
+    m = Machine(window_config(**{"failure_rate_threshold": 50.0, **window}))
+    assert steps(m, outcomes) == made
+    assert m.state is (OPEN if made else CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("window", "outcomes", "made"),
+    [
+        ({"sliding_window_size": 4}, "swsw", SLOW),
+        # a slow failure is slow too
+        ({"sliding_window_size": 4}, "sxsw", SLOW),
+        # the slow call has left the window by the fifth call: 0 of the last 4 are slow
+        ({"sliding_window_size": 4}, "wssss", []),
+        ({"sliding_window_size": 4}, "wsssssw", []),
+        # a rate just under the threshold stays closed; one at it opens
+        ({**PAIR, "slow_call_rate_threshold": 50.5}, "sw", []),
+        ({**PAIR, "slow_call_rate_threshold": 50.0}, "sw", SLOW),
+        ({"sliding_window_size": 4, "slow_call_rate_threshold": 25.25}, "sssw", []),
+        ({"sliding_window_size": 4, "slow_call_rate_threshold": 25.0}, "sssw", SLOW),
+    ],
+)
+def test_slow_call_rate_window(
+    window: dict[str, Any], outcomes: str, made: list[Transition]
+) -> None:
+    """A slow-call rate at or over the threshold opens; just under, or slow calls gone, not."""
+    config = window_config(slow_call_duration=1.0, **{"slow_call_rate_threshold": 50.0, **window})
     m = Machine(config)
-    steps(m, outcomes)
-    assert m.state is state
+    assert steps(m, outcomes) == made
+    assert m.state is (OPEN if made else CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("script", "totals"),
+    [
+        ("ww", (2, 0, 2)),
+        ("wwss", (4, 0, 2)),
+        ("wwsss", (4, 0, 1)),
+        ("wwssss", (4, 0, 0)),
+        ("xfss", (4, 2, 1)),
+        ("xfsss", (4, 1, 0)),
+        ("xfssss", (4, 0, 0)),
+        ("sxsss", (4, 1, 1)),
+        ("wnnnnnnss", (3, 0, 1)),  # neutral outcomes never enter the window
+    ],
+)
+def test_count_window_totals(script: str, totals: tuple[int, int, int]) -> None:
+    """The count window counts only its last calls: failures and slow calls leave it."""
+    config = window_config(
+        sliding_window_size=4, failure_rate_threshold=100.0, slow_call_duration=1.0
+    )
+    m = Machine(config)
+    assert steps(m, script) == []
+    assert m._window is not None
+    assert m._window.totals(0.0) == totals
 
 
 def test_time_window_forgets_old_calls() -> None:
     """A time-based window counts only the calls of the last slidingWindowDuration."""
-    config = replace(BASE, failure_threshold=100, failure_rate_threshold=50.0,
-                     sliding_window_type="time", sliding_window_duration=10.0,
-                     minimum_number_of_calls=4)
+    config = window_config(
+        failure_rate_threshold=50.0, sliding_window_type="time", sliding_window_duration=10.0
+    )
     m = Machine(config)
-    steps(m, "fff", now=0.0)
-    steps(m, "ssss", now=20.0)  # the failures are out of the window by now
-    assert m.state is CircuitState.CLOSED
-    steps(m, "ffff", now=21.0)
-    assert m.state is CircuitState.OPEN
+    assert steps(m, "fff", now=0.0) == []
+    assert steps(m, "ssss", now=20.0) == []  # the failures are out of the window by now
+    assert steps(m, "ffff", now=21.0) == RATE
 
 
-def test_slow_call_rate_opens() -> None:
-    """Slow successes at or over slowCallRateThreshold open the circuit."""
-    config = replace(BASE, slow_call_duration=1.0, slow_call_rate_threshold=50.0,
-                     sliding_window_size=4, minimum_number_of_calls=4)
+def test_time_window_minimum_calls_may_exceed_the_window_size() -> None:
+    """A time window judges once minimumNumberOfCalls fit its duration, whatever the size."""
+    config = window_config(
+        failure_rate_threshold=50.0,
+        sliding_window_type="time",
+        sliding_window_duration=10.0,
+        sliding_window_size=2,
+        minimum_number_of_calls=5,
+    )
     m = Machine(config)
-    steps(m, "swsw")
-    assert (m.state, m.reason) == (CircuitState.OPEN, "slow-call rate")
+    assert steps(m, "ffff") == []
+    assert steps(m, "f") == RATE
+
+
+def test_close_starts_an_empty_window() -> None:
+    """A circuit that closes again forgets the outcomes that opened it."""
+    m = Machine(window_config(sliding_window_size=4, failure_rate_threshold=50.0))
+    assert steps(m, "ssff")[-1].reason == "failure rate"
+    m.poll(10.0)
+    assert steps(m, "ss", now=10.0) == [Transition(HALF_OPEN, CLOSED, "probes succeeded")]
+    assert steps(m, "sss", now=10.0) == []
+    assert m._window is not None
+    assert m._window.totals(10.0) == (3, 0, 0)

@@ -12,8 +12,19 @@ import aiohttp
 import ccxt.async_support as ccxt
 import pytest
 
-from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET, Fault, KrakenSimulator, serve
+import ccxt_breaker
+from ccxt_breaker.testing import (
+    DEFAULT_API_KEY,
+    DEFAULT_SECRET,
+    GROUPS,
+    Fault,
+    KrakenSimulator,
+    serve,
+)
+from ccxt_breaker.testing._state import endpoint_group
 from ccxt_breaker.testing.plugin import KrakenFactory
+
+from .support import until
 
 FAST = {"enableRateLimit": False, "timeout": 2000, "timeout_on_exit": 0}
 Make = Callable[..., Any]
@@ -131,7 +142,7 @@ async def test_cancel_all_orders(make: Make) -> None:
     for price in (100, 200, 300):
         await exchange.create_order("ETH/USD", "limit", "buy", 0.01, price)
     [result] = await exchange.cancel_all_orders()
-    assert result["info"]["result"] == {"count": 3}
+    assert str(result["info"]["result"]["count"]) == "3"  # ccxt 4.5.0 parses numbers as text
     assert await exchange.fetch_open_orders() == []
     assert len(await exchange.fetch_closed_orders()) == 3
 
@@ -374,6 +385,81 @@ async def test_retry_after_header(kraken_simulator: KrakenSimulator) -> None:
             assert await second.json() == {"error": ["EAPI:Rate limit exceeded"]}
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "headers", "body"),
+    [
+        (
+            Fault.http(503, headers={"Retry-After": "120", "X-Edge": "cf"}),
+            503,
+            {"Retry-After": "120", "X-Edge": "cf"},
+            "503 Service Temporarily Unavailable",
+        ),
+        (Fault.http(502), 502, {}, "502 Bad Gateway"),
+        (
+            Fault.kraken_error(
+                "EAPI:Rate limit exceeded", status=429, headers={"Retry-After": "7"}
+            ),
+            429,
+            {"Retry-After": "7"},
+            '{"error": ["EAPI:Rate limit exceeded"]}',
+        ),
+        (Fault.kraken_error("EService:Busy"), 200, {}, '{"error": ["EService:Busy"]}'),
+    ],
+    ids=["http+headers", "http", "kraken_error+status+headers", "kraken_error"],
+)
+async def test_faults_answer_with_their_status_and_headers(
+    kraken_simulator: KrakenSimulator,
+    fault: Fault,
+    status: int,
+    headers: dict[str, str],
+    body: str,
+) -> None:
+    """http() and kraken_error() answer with their status, body and the headers given."""
+    kraken_simulator.faults.add(fault, endpoint="Time", times=1)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(kraken_simulator.url + "/0/public/Time") as response,
+    ):
+        text = await response.text()
+        sent = {name: response.headers.get(name) for name in ("Retry-After", "X-Edge")}
+    assert (response.status, {k: v for k, v in sent.items() if v is not None}) == (status, headers)
+    assert body in text
+    [record] = kraken_simulator.requests
+    assert (record.status, record.fault) == (status, fault.kind)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [
+        (7, "7"),
+        (2.0, "2"),
+        (1.5, "1.5"),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT"),
+        ("soon", "soon"),
+        (None, None),
+    ],
+)
+@pytest.mark.parametrize("error", [None, "EGeneral:Too many requests"])
+async def test_too_many_requests_retry_after(
+    kraken_simulator: KrakenSimulator,
+    retry_after: float | str | None,
+    header: str | None,
+    error: str | None,
+) -> None:
+    """too_many_requests() sends Retry-After as seconds, as text given, or not at all."""
+    kraken_simulator.faults.add(Fault.too_many_requests(retry_after, error=error), times=1)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(kraken_simulator.url + "/0/public/Time") as response,
+    ):
+        text = await response.text()
+        sent = response.headers.get("Retry-After")
+        content_type = response.content_type
+    body = "Too Many Requests" if error is None else f'{{"error": ["{error}"]}}'
+    kind = "text/plain" if error is None else "application/json"
+    assert (response.status, sent, text, content_type) == (429, header, body, kind)
+
+
 @pytest.mark.parametrize("fault", [Fault.html(), Fault.empty()], ids=["html", "empty"])
 async def test_ok_status_without_json_passes_silently(
     make: Make, kraken_simulator: KrakenSimulator, fault: Fault
@@ -431,6 +517,84 @@ async def test_stop_releases_held_requests() -> None:
             await exchange.fetch_time()
         started = loop.time()
     assert loop.time() - started < 2
+
+
+# -- hold and release ---------------------------------------------------------------------------
+
+
+async def test_hold_keeps_requests_until_release(
+    make: Make, kraken_simulator: KrakenSimulator
+) -> None:
+    """hold() keeps matching requests unanswered until release(); then its rule is spent."""
+    exchange = make()
+    gate = Fault.hold()
+    rule = kraken_simulator.faults.add(gate, endpoint="Time")
+    calls = [asyncio.create_task(exchange.fetch_time()) for _ in range(2)]
+    await until(lambda: kraken_simulator.count("Time") == 2)
+    await exchange.fetch_status()  # another endpoint is not held
+    held = [(r.endpoint, r.status, r.fault) for r in kraken_simulator.requests]
+    assert (held, [c.done() for c in calls]) == (
+        [("Time", None, "hold"), ("Time", None, "hold"), ("SystemStatus", 200, None)],
+        [False, False],
+    )
+    gate.release()
+    answers = await asyncio.gather(*calls)
+    assert [type(a) for a in answers] == [int, int]
+    assert [r.status for r in kraken_simulator.requests] == [200, 200, 200]
+    await exchange.fetch_time()  # spent: answered at once, and dropped from the script
+    assert (rule.hits, len(kraken_simulator.faults), kraken_simulator.requests[-1].fault) == (
+        2,
+        0,
+        None,
+    )
+
+
+async def test_hold_with_times_holds_only_that_many(
+    make: Make, kraken_simulator: KrakenSimulator
+) -> None:
+    """A hold rule with times=1 holds the first matching request only; the next passes."""
+    exchange = make()
+    gate = Fault.hold()
+    kraken_simulator.faults.add(gate, endpoint="Time", times=1)
+    first = asyncio.create_task(exchange.fetch_time())
+    await until(lambda: kraken_simulator.count("Time") == 1)
+    await exchange.fetch_time()
+    assert not first.done()
+    gate.release()
+    assert isinstance(await first, int)
+
+
+async def test_release_before_any_request_spends_the_rule(
+    make: Make, kraken_simulator: KrakenSimulator
+) -> None:
+    """A hold released before any request matched holds nothing: its rule is spent."""
+    gate = Fault.hold()
+    kraken_simulator.faults.add(gate)
+    gate.release()
+    await make().fetch_time()
+    assert ([r.fault for r in kraken_simulator.requests], len(kraken_simulator.faults)) == (
+        [None],
+        0,
+    )
+
+
+@pytest.mark.parametrize("fault", [Fault.http(503), Fault.latency(1), Fault.disconnect()])
+def test_only_a_hold_can_be_released(fault: Fault) -> None:
+    """release() on any fault but a hold is a TypeError naming its kind."""
+    with pytest.raises(TypeError, match=f"not '{fault.kind}'"):
+        fault.release()
+
+
+async def test_stop_answers_requests_still_held() -> None:
+    """stop() does not wait for a release: a held request is answered before closing."""
+    async with simulator() as (sim, make):
+        exchange = make()
+        sim.faults.add(Fault.hold(), endpoint="Time")
+        call = asyncio.create_task(exchange.fetch_time())
+        await until(lambda: sim.count("Time") == 1)
+        await sim.stop()
+        assert isinstance(await call, int)
+        assert [(r.status, r.fault) for r in sim.requests] == [(200, "hold")]
 
 
 # -- fault scope and duration ------------------------------------------------------------------
@@ -522,6 +686,43 @@ def test_fault_rule_validation(kwargs: dict[str, Any]) -> None:
     sim = KrakenSimulator()
     with pytest.raises(ValueError):  # noqa: PT011 - the message is per argument
         sim.faults.add(Fault.http(503), **kwargs)
+
+
+# -- zendesk and the endpoint table ---------------------------------------------------------
+
+
+def listed_endpoints() -> list[tuple[str, str]]:
+    """(section, path) for every endpoint ccxt's kraken lists, in every ccxt version."""
+    api = ccxt.kraken().describe()["api"]
+    return [(s, path) for s, methods in api.items() for paths in methods.values() for path in paths]
+
+
+async def test_zendesk_articles(make: Make, kraken_simulator: KrakenSimulator) -> None:
+    """ccxt's zendesk articles reach the simulator, answer JSON and count as public."""
+    exchange = make()
+    assert exchange.urls["api"]["zendesk"] == f"{kraken_simulator.url}/zendesk"
+    articles = [path for section, path in listed_endpoints() if section == "zendesk"]
+    answers = [await getattr(exchange, f"zendeskGet{article}")() for article in articles]
+    # ccxt 4.5.0 parses numbers as text, 4.5.90 as numbers
+    assert [str(a["article"]["id"]) for a in answers] == articles
+    logged = [
+        (r.endpoint, r.group, r.method, r.status, r.key_id) for r in kraken_simulator.requests
+    ]
+    assert logged == [(article, "public", "GET", 200, None) for article in articles]
+    kraken_simulator.faults.add(Fault.http(503), group="public", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await getattr(exchange, f"zendeskGet{articles[0]}")()
+
+
+def test_endpoint_table_agrees_with_the_breaker() -> None:
+    """The simulator's endpoint table groups every ccxt endpoint as the breaker does."""
+    endpoints = listed_endpoints()
+    registry = ccxt_breaker.kraken().circuit_breakers
+    simulated = {(s, path): endpoint_group(s, path) for s, path in endpoints}
+    guarded = {(s, path): registry.group_of(path) for s, path in endpoints}
+    assert simulated == guarded
+    assert {s for s, _ in endpoints} == {"public", "private", "zendesk"}
+    assert set(simulated.values()) == set(GROUPS)
 
 
 # -- maintenance -----------------------------------------------------------------------------

@@ -6,8 +6,6 @@ fixtures ``kraken_simulator`` and ``kraken_factory`` live in ``.plugin`` and loa
 automatically once the package is installed.
 """
 
-from __future__ import annotations
-
 from ._cli import main, serve
 from ._clock import FakeClock
 from ._faults import Fault, FaultKind, FaultRule, Faults

@@ -9,15 +9,17 @@ simulator's clock, a seeded probability, or any mix of them)::
     sim.faults.add(Fault.kraken_error("EService:Busy"), group="private", seconds=30)
     sim.faults.add(Fault.latency(2.0, applied=True), endpoint="AddOrder", times=1)
     sim.faults.add(Fault.disconnect(), probability=0.2, seed=7)
+    gate = Fault.hold(); sim.faults.add(gate, endpoint="AddOrder"); ...; gate.release()
 
 The oldest active rule that matches a request wins, and spent rules drop out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +36,7 @@ FaultKind = Literal[
     "truncated",
     "html",
     "empty",
+    "hold",
 ]
 
 _CLOUDFLARE = {
@@ -80,7 +83,8 @@ class Fault:
 
     ``applied`` only matters for latency: whether the request reaches the engine
     before the delay (an order is placed even though the client times out) or
-    after it (a client that gave up meanwhile leaves no trace).
+    after it (a client that gave up meanwhile leaves no trace).  ``gate`` belongs to
+    :meth:`hold`.
     """
 
     kind: FaultKind
@@ -90,18 +94,28 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
     applied: bool = False
+    gate: asyncio.Event | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def http(cls, status: int) -> Fault:
+    def http(cls, status: int, *, headers: Mapping[str, str] | None = None) -> Fault:
         """An HTTP error with the HTML page Kraken's edge serves (Cloudflare's for 52x)."""
         if not 400 <= status <= 599:
             raise ValueError(f"an HTTP error status is 4xx or 5xx, not {status}")
-        return cls("http", status=status, body=_error_page(status), content_type="text/html")
+        return cls(
+            "http",
+            status=status,
+            body=_error_page(status),
+            content_type="text/html",
+            headers=tuple((headers or {}).items()),
+        )
 
     @classmethod
-    def kraken_error(cls, message: str, *, status: int = 200) -> Fault:
+    def kraken_error(
+        cls, message: str, *, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Fault:
         """Kraken's JSON error envelope ``{"error": [message]}``, by default with HTTP 200."""
-        return cls("kraken_error", status=status, body=json.dumps({"error": [message]}))
+        body = json.dumps({"error": [message]})
+        return cls("kraken_error", status=status, body=body, headers=tuple((headers or {}).items()))
 
     @classmethod
     def throttled(cls, until: float) -> Fault:
@@ -109,9 +123,17 @@ class Fault:
         return cls.kraken_error(f"EService:Throttled: {int(until)}")
 
     @classmethod
-    def too_many_requests(cls, retry_after: int = 1, *, error: str | None = None) -> Fault:
-        """HTTP 429 with ``Retry-After`` (seconds): a text body, or Kraken's JSON ``error``."""
-        headers = (("Retry-After", str(retry_after)),)
+    def too_many_requests(
+        cls, retry_after: float | str | None = 1, *, error: str | None = None
+    ) -> Fault:
+        """HTTP 429 with ``Retry-After``: a text body, or Kraken's JSON ``error``.
+
+        ``retry_after`` is seconds, or any header text (an HTTP date, garbage), or
+        ``None`` for no header at all.
+        """
+        if isinstance(retry_after, float) and retry_after.is_integer():
+            retry_after = int(retry_after)
+        headers = () if retry_after is None else (("Retry-After", str(retry_after)),)
         if error is None:
             return cls("too_many_requests", 429, "Too Many Requests", "text/plain", headers)
         body = json.dumps({"error": [error]})
@@ -144,6 +166,19 @@ class Fault:
         """Status 200 with an empty body."""
         return cls("empty")
 
+    @classmethod
+    def hold(cls) -> Fault:
+        """Hold each matching request, unanswered, until :meth:`release`; then answer the
+        held requests normally, and drop the rule.  For tests that act while a request is
+        in flight."""
+        return cls("hold", gate=asyncio.Event())
+
+    def release(self) -> None:
+        """Let the requests a :meth:`hold` fault holds through; its rule is spent."""
+        if self.gate is None:
+            raise TypeError(f"only a hold fault can be released, not {self.kind!r}")
+        self.gate.set()
+
 
 @dataclass(eq=False, slots=True)
 class FaultRule:
@@ -162,8 +197,10 @@ class FaultRule:
     hits: int = 0
 
     def spent(self, now: float) -> bool:
-        return (self.times is not None and self.hits >= self.times) or (
-            self.until is not None and now >= self.until
+        return (
+            (self.times is not None and self.hits >= self.times)
+            or (self.until is not None and now >= self.until)
+            or (self.fault.gate is not None and self.fault.gate.is_set())
         )
 
     def covers(self, endpoint: str, group: Group) -> bool:

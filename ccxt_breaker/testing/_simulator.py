@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -159,6 +158,7 @@ class KrakenSimulator:
             raise RuntimeError("the simulator is already running")
         app = web.Application()
         app.router.add_route("*", "/0/{section:public|private}/{endpoint:.+}", self._handle)
+        app.router.add_route("GET", "/{section:zendesk}/{endpoint:[0-9]+}", self._handle)
         # handler_cancellation stays off (aiohttp's default): a request whose client
         # timed out must still run to completion, as on a real exchange.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -171,7 +171,8 @@ class KrakenSimulator:
         return self
 
     async def stop(self) -> None:
-        """Close the server; requests held by a latency fault are released first."""
+        """Close the server; requests held by a latency or hold fault are answered first.
+        The fault rules stay, so a restarted simulator plays the same script."""
         if self._runner is None:
             return
         self._closing.set()
@@ -219,7 +220,9 @@ class KrakenSimulator:
         return {
             "apiKey": key,
             "secret": secret,
-            "urls": {"api": {"public": self.url, "private": self.url}},
+            "urls": {
+                "api": {"public": self.url, "private": self.url, "zendesk": f"{self.url}/zendesk"}
+            },
         }
 
     # -- scripting and inspection ----------------------------------------------------
@@ -276,6 +279,11 @@ class KrakenSimulator:
         self._log.append(record)
         fault = self.faults.draw(endpoint, record.group)
         record.fault = fault.kind if fault is not None else None
+        if fault is not None and fault.gate is not None:
+            await self._pause(None, fault.gate)
+            if _dropped(request):
+                return web.Response()  # as below: nothing reaches a client that left
+            fault = None
         if fault is None or fault.kind == "latency":
             response = await self._answer(request, section, endpoint, fault)
         else:
@@ -296,6 +304,8 @@ class KrakenSimulator:
                 # the client gave up while the request was held: nothing reached the engine
                 return None
         body = await request.read()
+        if section == "zendesk":
+            return _envelope_article(endpoint)
         if section == "public":
             response = self._public(endpoint, dict(request.query))
         else:
@@ -304,10 +314,16 @@ class KrakenSimulator:
             await self._pause(latency.delay)
         return response
 
-    async def _pause(self, seconds: float) -> None:
+    async def _pause(self, seconds: float | None, gate: asyncio.Event | None = None) -> None:
         # Ends early when the simulator stops, so shutdown never waits for a long delay.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+        waits = [asyncio.ensure_future(self._closing.wait())]
+        if gate is not None:
+            waits.append(asyncio.ensure_future(gate.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _fail(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         if fault.kind == "disconnect":
@@ -417,6 +433,12 @@ class KrakenSimulator:
             token = base64.b64encode(self._ids.randbytes(30)).decode()
             return {"token": token, "expires": 900}
         raise KrakenError("EGeneral:Unknown method")
+
+
+def _envelope_article(article: str) -> web.Response:
+    # Zendesk's help-center API, where ccxt reads Kraken's fee articles
+    body = {"article": {"id": int(article), "body": "<p>Kraken fees and minimums</p>"}}
+    return web.json_response(body)
 
 
 def _dropped(request: web.Request) -> bool:

@@ -57,8 +57,6 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-
-
 class KrakenFactory:
     """Builds exchanges configured for one simulator; the ``kraken_factory`` fixture."""
 

@@ -1,10 +1,14 @@
 """Cancellation matrix: a cancelled call is never counted and always gives its probe slot back.
 
-Every combination of where the call is (at the server through the ccxt hook, in ccxt's
-rate-limit queue, inside ``breaker.call()`` or a ``breaker.guard`` function, inside
-``async with breaker``), the state it
-is cancelled in (closed, open, half-open) and how it is cancelled (``asyncio.timeout``,
-``asyncio.wait_for``, ``task.cancel()``, a failing TaskGroup sibling).
+Every combination of where the call is when it is cancelled, the state it is cancelled in
+(closed, open, half-open) and how (``asyncio.timeout``, ``asyncio.wait_for``,
+``task.cancel()``, a failing TaskGroup sibling).  Where: through the ccxt hook at the
+server, in ccxt's rate-limit queue, in ccxt's delay between retries, or at the server
+through a subclass's ``fetch()`` that awaits the hook in ``asyncio.wait_for``; or inside
+``breaker.call()``, a ``breaker.guard`` function or ``async with breaker``.
+
+A subclass's ``fetch()`` that awaits the hook through ``asyncio.shield`` has its own
+table: there the attempt outlives its cancelled caller, and is judged by its own answer.
 """
 
 from __future__ import annotations
@@ -20,23 +24,17 @@ import ccxt_breaker
 from ccxt_breaker import CircuitBreaker
 from ccxt_breaker._config import BreakerConfig
 from ccxt_breaker._machine import PROBE_WAIT
+from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
 
-from ..support import Backend, FakeClock, Reply, exchange_config
+from ..support import exchange_config, make_exchange, until
 
 Start = Callable[[], Coroutine[Any, Any, Any]]
 Arrived = Callable[[], Awaitable[None]]
 
 CAUSE = {"type": "Test", "message": "opened by the test"}
-WAIT_FOR_TIMEOUT = 0.3  # real seconds; the call arrives at its hold point well before
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait (in real time) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, "the call never reached its hold point"
-        await asyncio.sleep(0.002)
+OPEN_TIME = 30.0  # the default resetTimeout, in seconds of the fake clock
+RETRY_DELAY_MS = 60_000  # ccxt's real delay between retries: the test cancels well before
+ATTEMPT_TIMEOUT = 3600.0  # a subclass's own wait_for around an attempt, never reached
 
 
 # --- where the call is when it is cancelled ----------------------------------------------
@@ -45,61 +43,113 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
 class HookAtServer:
     """A ccxt call whose request is held at the server."""
 
-    def __init__(self, backend: Backend, clock: FakeClock) -> None:
-        self.backend = backend
-        self.exchange = ccxt_breaker.kraken(exchange_config(backend.url, clock,
-                                                            failureThreshold=3))
-        self.breaker = self.exchange.circuit_breakers["public"]
+    cls: Any = ccxt_breaker.kraken
+
+    def __init__(self, sim: KrakenSimulator, clock: FakeClock) -> None:
+        self.sim = sim
+        self.exchange = make_exchange(sim, clock, cls=self.cls, failureThreshold=3)
+        self.breaker: CircuitBreaker = self.exchange.circuit_breakers["public"]
+        self.gate: Fault | None = None
 
     async def fail_once(self) -> None:
-        self.backend.script("Time", Reply(503, "<html>down</html>"))
+        self.sim.faults.add(Fault.http(503), endpoint="Time", times=1)
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await self.exchange.publicGetTime()
 
     def hold(self) -> None:
-        self.backend.gate = asyncio.Event()
-        self.sent = self.backend.hits["Time"]
+        self.gate = Fault.hold()
+        self.sim.faults.add(self.gate, endpoint="Time")
+        self.sent = self.sim.count("Time")
 
     def start(self) -> Coroutine[Any, Any, Any]:
         return self.exchange.publicGetTime()
 
     async def arrived(self) -> None:
-        await until(lambda: self.backend.hits["Time"] == self.sent + 1)
+        await until(lambda: self.sim.count("Time") == self.sent + 1)
 
     async def close(self) -> None:
-        if self.backend.gate is not None:
-            self.backend.gate.set()
+        if self.gate is not None:
+            self.gate.release()
         await self.exchange.close()
 
 
 class HookInQueue(HookAtServer):
     """A ccxt call waiting in ccxt's rate-limit queue (enableRateLimit=True)."""
 
-    def __init__(self, backend: Backend, clock: FakeClock) -> None:
-        self.backend = backend
-        config = exchange_config(backend.url, clock, failureThreshold=3)
+    def __init__(self, sim: KrakenSimulator, clock: FakeClock) -> None:
+        self.sim = sim
+        config = exchange_config(sim, clock, failureThreshold=3)
         config.update(enableRateLimit=True, rateLimit=60_000)  # the next token is a minute away
         self.exchange = ccxt_breaker.kraken(config)
         self.breaker = self.exchange.circuit_breakers["public"]
 
     def hold(self) -> None:
-        self.sent = self.backend.hits["Time"]
+        self.sent = self.sim.count("Time")  # fail_once spent the one token
 
     async def arrived(self) -> None:
         await until(lambda: len(self.exchange.throttler.queue) == 1)
-        assert self.backend.hits["Time"] == self.sent
+        assert self.sim.count("Time") == self.sent
 
     async def close(self) -> None:
-        self.exchange.throttler.running = False  # stop ccxt's refill loop waiting a minute
-        self.exchange.throttler.queue.clear()
-        await asyncio.sleep(0.01)
+        await drain(self.exchange.throttler)
         await self.exchange.close()
+
+
+async def drain(throttler: Any) -> None:
+    """Let every future in ccxt's rate-limit queue out, so its loop ends before the test."""
+    throttler.config.update(capacity=1e9, refillRate=1e9)
+    await until(lambda: not throttler.running)
+
+
+class RetryDelays(ccxt_breaker.kraken):  # type: ignore[misc]
+    """Counts ccxt's delays between retries, so a test knows when a call sleeps in one."""
+
+    delays = 0
+
+    async def sleep(self, milliseconds: Any) -> Any:
+        if milliseconds:  # close() sleeps for 0 ms
+            self.delays += 1
+        return await super().sleep(milliseconds)
+
+
+class HookInRetryDelay(HookAtServer):
+    """A ccxt call sleeping in ccxt's delay before its second attempt: its first attempt
+    was answered ``EAPI:Invalid nonce``, which ccxt retries and the breaker does not count,
+    so at half-open the permit is the one ``sleep()`` took for the retry."""
+
+    cls = RetryDelays
+
+    def hold(self) -> None:
+        self.exchange.options.update(maxRetriesOnFailure=2, maxRetriesOnFailureDelay=RETRY_DELAY_MS)
+        self.sim.faults.add(Fault.kraken_error("EAPI:Invalid nonce"), endpoint="Time", times=1)
+        self.sent = self.sim.count("Time")
+        self.delays = self.exchange.delays
+
+    async def arrived(self) -> None:
+        await until(lambda: self.exchange.delays == self.delays + 1)
+        assert self.sim.count("Time") == self.sent + 1
+
+
+class WaitForFetch(ccxt_breaker.kraken):  # type: ignore[misc]
+    """A bot's subclass that bounds each attempt with its own ``asyncio.wait_for``."""
+
+    async def fetch(
+        self, url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
+        return await asyncio.wait_for(super().fetch(url, method, headers, body), ATTEMPT_TIMEOUT)
+
+
+class SubclassWaitFor(HookAtServer):
+    """A ccxt call held at the server inside a subclass's ``wait_for`` around ``fetch()``
+    (on Python 3.11 the attempt runs in a task of its own)."""
+
+    cls = WaitForFetch
 
 
 class BreakerCall:
     """``await breaker.call(fn)`` with ``fn`` suspended."""
 
-    def __init__(self, backend: Backend, clock: FakeClock) -> None:
+    def __init__(self, sim: KrakenSimulator, clock: FakeClock) -> None:
         self.breaker = CircuitBreaker("guarded", BreakerConfig(failure_threshold=3), clock=clock)
         self.entered = asyncio.Event()
 
@@ -145,7 +195,15 @@ class AsyncWith(BreakerCall):
         return self.guarded()
 
 
-TARGETS = [HookAtServer, HookInQueue, BreakerCall, GuardedCall, AsyncWith]
+TARGETS = [
+    HookAtServer,
+    HookInQueue,
+    HookInRetryDelay,
+    SubclassWaitFor,
+    BreakerCall,
+    GuardedCall,
+    AsyncWith,
+]
 
 
 # --- how it is cancelled: each returns what the caller saw --------------------------------
@@ -176,11 +234,13 @@ async def by_timeout(start: Start, arrived: Arrived) -> BaseException | None:
 
 
 async def by_wait_for(start: Start, arrived: Arrived) -> BaseException | None:
-    watcher = asyncio.create_task(arrived())
+    # wait_for's expiry (cancel the call's task, wait for it, raise TimeoutError) taken
+    # at the hold point itself, with no real-time timer to race
+    call = asyncio.create_task(start())
+    await arrived()
     try:
-        await asyncio.wait_for(start(), WAIT_FOR_TIMEOUT)
+        await asyncio.wait_for(call, 0)
     except BaseException as exc:
-        assert watcher.done(), "the call had not arrived when wait_for expired"
         return exc
     return None
 
@@ -223,7 +283,8 @@ def is_cancelled(seen: BaseException | None) -> bool:
 
 def is_sibling_group(seen: BaseException | None) -> bool:
     return isinstance(seen, BaseExceptionGroup) and [type(e) for e in seen.exceptions] == [
-        SiblingFailed]
+        SiblingFailed
+    ]
 
 
 MECHANISMS = [
@@ -232,22 +293,28 @@ MECHANISMS = [
     pytest.param(by_task_cancel, is_cancelled, id="task.cancel"),
     pytest.param(by_task_group, is_sibling_group, id="TaskGroup"),
 ]
+STATES = ["closed", "open", "half_open"]
 
 
-@pytest.mark.parametrize(("cancel", "expected"), MECHANISMS)
-@pytest.mark.parametrize("state", ["closed", "open", "half_open"])
-@pytest.mark.parametrize("target_type", TARGETS, ids=lambda t: t.__name__)
-async def test_cancellation_is_neutral(backend: Backend, clock: FakeClock, target_type: Any,
-                                       state: str, cancel: Any, expected: Any) -> None:
-    """The caller sees the cancellation unchanged, nothing is counted, no transition happens,
-    and a half-open probe slot is given back so the next call is admitted as a probe."""
-    target = target_type(backend, clock)
+# --- one cell -------------------------------------------------------------------------
+
+
+def picture(breaker: CircuitBreaker, events: list[Any]) -> dict[str, Any]:
+    """The breaker's snapshot, and how many events it has sent since the call began."""
+    return {**breaker.snapshot(), "events": len(events)}
+
+
+async def cancel_at_hold_point(
+    target: Any, clock: FakeClock, state: str, cancel: Any
+) -> tuple[BaseException | None, dict[str, Any], dict[str, Any], list[Any]]:
+    """Cancel a call at its hold point in ``state``; returns what the caller saw, the
+    breaker's picture just before and just after the cancellation, and its events."""
     breaker: CircuitBreaker = target.breaker
     events: list[Any] = []
     await target.fail_once()  # failure_count 1: a reset by the cancellation would show
     if state == "half_open":
-        breaker.trip(0.0, CAUSE)
-        clock.advance(30.0)
+        breaker._trip(0.0, CAUSE)
+        clock.advance(OPEN_TIME)
     breaker.add_listener(events.append)
     target.hold()
     before: list[dict[str, Any]] = []
@@ -255,23 +322,115 @@ async def test_cancellation_is_neutral(backend: Backend, clock: FakeClock, targe
     async def arrived() -> None:
         await target.arrived()
         if state == "open":  # the call started while closed; its circuit opens meanwhile
-            breaker.trip(0.0, CAUSE)
-        before.append({**breaker.snapshot(), "events": len(events)})
+            breaker._trip(0.0, CAUSE)
+        before.append(picture(breaker, events))
 
     seen = await cancel(target.start, arrived)
-    after = {**breaker.snapshot(), "events": len(events)}
-    admitted = asyncio.create_task(target.start())
-    await asyncio.sleep(0)
-    refused = admitted.done() and isinstance(admitted.exception(), ccxt_breaker.CircuitOpenError)
-    admitted.cancel()
-    await asyncio.gather(admitted, return_exceptions=True)
+    return seen, before[0], picture(breaker, events), events
+
+
+async def refuses(target: Any) -> bool:
+    """Whether a new call is refused on its first step (else it was admitted: cancel it)."""
+    call = asyncio.create_task(target.start())
+    await asyncio.sleep(0)  # one step: the breaker admits or refuses there
+    refused = call.done() and isinstance(call.exception(), ccxt_breaker.CircuitOpenError)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    return refused
+
+
+def slots(picture: dict[str, Any]) -> tuple[int, float | None]:
+    """Take the half-open slot count and the retry_after that follows from it out."""
+    return picture.pop("half_open_in_flight"), picture.pop("retry_after")
+
+
+@pytest.mark.parametrize(("cancel", "expected"), MECHANISMS)
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("target_type", TARGETS, ids=lambda t: t.__name__)
+async def test_cancellation_is_neutral(
+    sim: KrakenSimulator,
+    clock: FakeClock,
+    target_type: Any,
+    state: str,
+    cancel: Any,
+    expected: Any,
+) -> None:
+    """The caller sees the cancellation unchanged, nothing is counted, no transition happens,
+    and a half-open probe slot is given back so the next call is admitted as a probe."""
+    target = target_type(sim, clock)
+    seen, before, after, _ = await cancel_at_hold_point(target, clock, state, cancel)
+    refused = await refuses(target)
     await target.close()
 
     assert expected(seen), f"the caller saw {seen!r}"
     # while the probe is out its slot is taken; the cancellation must give it back
-    slots = [(s.pop("half_open_in_flight"), s.pop("retry_after")) for s in (before[0], after)]
-    probing = state == "half_open"
-    assert slots == ([(1, PROBE_WAIT), (0, 0.0)] if probing else [(0, slots[0][1])] * 2)
-    assert after == before[0]
+    held, left = slots(before), slots(after)
+    assert (held, left) == (((1, PROBE_WAIT), (0, 0.0)) if state == "half_open" else (held,) * 2)
+    assert held[0] == (state == "half_open")
+    assert after == before
     assert after["state"] == state
+    assert refused == (state == "open")
+
+
+# --- an attempt that outlives its caller ---------------------------------------------
+
+
+class ShieldedFetch(ccxt_breaker.kraken):  # type: ignore[misc]
+    """A bot's subclass that shields each attempt from its caller's cancellation."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.attempts: list[asyncio.Future[Any]] = []
+
+    async def fetch(
+        self, url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
+        attempt = asyncio.ensure_future(super().fetch(url, method, headers, body))
+        self.attempts.append(attempt)
+        return await asyncio.shield(attempt)
+
+
+class SubclassShield(HookAtServer):
+    """A ccxt call held at the server inside a subclass's ``asyncio.shield``."""
+
+    cls = ShieldedFetch
+
+    async def close(self) -> None:
+        # a shielded attempt whose caller was cancelled still runs: let it end first
+        if self.gate is not None:
+            self.gate.release()
+        await asyncio.gather(*self.exchange.attempts, return_exceptions=True)
+        await super().close()
+
+
+# What the shielded attempt's own answer (a success) changes once it is judged.
+JUDGED: dict[str, dict[str, Any]] = {
+    "closed": {"failure_count": 0},  # a success ends the run of failures
+    "open": {},  # its permit is from before the trip: stale, ignored
+    # one probe success of the two needed, and the slot is free again
+    "half_open": {"success_count": 1, "half_open_in_flight": 0, "retry_after": 0.0},
+}
+
+
+@pytest.mark.parametrize(("cancel", "expected"), MECHANISMS)
+@pytest.mark.parametrize("state", STATES)
+async def test_shielded_attempt_outlives_its_cancelled_caller(
+    sim: KrakenSimulator, clock: FakeClock, state: str, cancel: Any, expected: Any
+) -> None:
+    """Cancelling the caller of a shielded attempt counts nothing and keeps the attempt's
+    slot while it is still out; its own answer is judged later, and gives the slot back."""
+    target = SubclassShield(sim, clock)
+    seen, before, after, events = await cancel_at_hold_point(target, clock, state, cancel)
+    assert target.gate is not None
+    target.gate.release()
+    answer = await target.exchange.attempts[-1]
+    judged = picture(target.breaker, events)
+    refused = await refuses(target)
+    await target.close()
+
+    assert expected(seen), f"the caller saw {seen!r}"
+    assert after == before  # the attempt still holds its half-open slot
+    assert before["half_open_in_flight"] == (state == "half_open")
+    assert isinstance(answer, dict)
+    assert judged == {**after, **JUDGED[state]}
     assert refused == (state == "open")

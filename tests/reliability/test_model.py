@@ -3,7 +3,9 @@
 The reference model below is written from the README's semantics, not from the
 machine's code: probes in flight are counted from the permits actually handed out,
 the sliding window is a plain list of outcomes filtered on every read, and the open
-time is the closed-form ``min(resetTimeout * multiplier ** reopens, cap)``.
+time is the closed-form ``min(resetTimeout * multiplier ** reopens, cap)``.  Every step
+also compares what the two return: the transition made, as ``(old, new, reason)``, or
+``None`` when nothing changed.
 """
 
 from __future__ import annotations
@@ -24,40 +26,83 @@ from hypothesis.stateful import (
 )
 
 from ccxt_breaker._config import BreakerConfig
-from ccxt_breaker._machine import PROBE_WAIT, Machine
+from ccxt_breaker._machine import PROBE_WAIT, Machine, Transition
 
 from .conftest import PROFILE
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 BUCKETS = 20  # a time window is judged in this many equal buckets (README)
 
+Change = tuple[str, str, str] | None  # (old state, new state, reason), or no transition
+
+
+def change(transition: Transition | None) -> Change:
+    """The machine's transition in the reference's terms."""
+    if transition is None:
+        return None
+    return (transition.old.value, transition.new.value, transition.reason)
+
+
 # A few window shapes keep the reference simple while covering count and time windows,
-# failure-rate and slow-call-rate checks, alone and together.
+# failure-rate and slow-call-rate checks, alone and together.  The last one is small, so
+# that outcomes leave it within a few calls, and its thresholds sit just over one half,
+# so that a rate of exactly one half (1 of 2) is just under them.
 WINDOWS: list[dict[str, Any]] = [
     {},
-    {"failure_rate_threshold": 50.0, "sliding_window_type": "count",
-     "sliding_window_size": 4, "minimum_number_of_calls": 2},
-    {"failure_rate_threshold": 50.0, "sliding_window_type": "time",
-     "sliding_window_duration": 20.0, "minimum_number_of_calls": 2},
-    {"slow_call_duration": 1.0, "slow_call_rate_threshold": 50.0,
-     "sliding_window_type": "count", "sliding_window_size": 5, "minimum_number_of_calls": 3},
-    {"failure_rate_threshold": 60.0, "slow_call_duration": 1.0,
-     "slow_call_rate_threshold": 75.0, "sliding_window_type": "time",
-     "sliding_window_duration": 10.0, "minimum_number_of_calls": 2},
+    {
+        "failure_rate_threshold": 50.0,
+        "sliding_window_type": "count",
+        "sliding_window_size": 4,
+        "minimum_number_of_calls": 2,
+    },
+    {
+        "failure_rate_threshold": 50.0,
+        "sliding_window_type": "time",
+        "sliding_window_duration": 20.0,
+        "minimum_number_of_calls": 2,
+    },
+    {
+        "slow_call_duration": 1.0,
+        "slow_call_rate_threshold": 50.0,
+        "sliding_window_type": "count",
+        "sliding_window_size": 5,
+        "minimum_number_of_calls": 3,
+    },
+    {
+        "failure_rate_threshold": 60.0,
+        "slow_call_duration": 1.0,
+        "slow_call_rate_threshold": 75.0,
+        "sliding_window_type": "time",
+        "sliding_window_duration": 10.0,
+        "minimum_number_of_calls": 2,
+    },
+    {
+        "failure_rate_threshold": 50.5,
+        "slow_call_duration": 1.0,
+        "slow_call_rate_threshold": 50.5,
+        "sliding_window_type": "count",
+        "sliding_window_size": 3,
+        "minimum_number_of_calls": 2,
+    },
 ]
 
+# (resetTimeout, maxResetTimeout): seconds, and a fraction of one, where the logarithms
+# of the growth check turn negative
+OPEN_TIMES = [(10.0, 100.0), (0.25, 2.0)]
+
 configs = st.builds(
-    lambda window, failures, successes, probes, multiplier, jitter: BreakerConfig(
+    lambda window, open_time, failures, successes, probes, multiplier, jitter: BreakerConfig(
         failure_threshold=failures,
         success_threshold=successes,
-        reset_timeout=10.0,
+        reset_timeout=open_time[0],
         half_open_max_calls=probes,
         reset_timeout_multiplier=multiplier,
-        max_reset_timeout=100.0,
+        max_reset_timeout=open_time[1],
         reset_timeout_jitter=jitter,
         **window,
     ),
     st.sampled_from(WINDOWS),
+    st.sampled_from(OPEN_TIMES),
     st.integers(1, 6),
     st.integers(1, 3),
     st.integers(1, 3),
@@ -81,6 +126,7 @@ class Reference:
     successes: int = 0  # consecutive probe successes while half-open
     reopens: int = 0  # opens since the circuit last closed
     open_until: float = 0.0
+    reason: str = "created"  # why the last transition happened
     outstanding: list[int] = field(default_factory=list)  # epochs of permits not yet returned
     window: list[tuple[float, bool, bool]] = field(default_factory=list)  # (time, failed, slow)
 
@@ -92,6 +138,7 @@ class Reference:
         return sum(epoch == self.epoch for epoch in self.outstanding)
 
     def permitted(self, now: float) -> bool:
+        """Whether a call made now would get a permit (after a poll)."""
         if self.state == CLOSED:
             return True
         if self.state == OPEN:
@@ -107,40 +154,45 @@ class Reference:
 
     # --- the call protocol --------------------------------------------------------
 
-    def acquire(self, now: float) -> int | None:
-        if not self.permitted(now):
-            return None
+    def poll(self, now: float) -> Change:
+        if self.state == OPEN and not self.forced and now >= self.open_until:
+            return self.enter(HALF_OPEN, "open time elapsed")
+        return None
+
+    def acquire(self) -> int | None:
         if self.state == OPEN:
-            self.enter(HALF_OPEN)
+            return None
+        if self.state == HALF_OPEN and self.in_flight() >= self.config.half_open_max_calls:
+            return None
         self.outstanding.append(self.epoch)
         return self.epoch
 
-    def finish(self, epoch: int, now: float, outcome: str) -> None:
+    def finish(self, epoch: int, now: float, outcome: str) -> Change:
         self.outstanding.remove(epoch)
         if epoch != self.epoch or outcome == "neutral":
-            return  # stale results and neutral outcomes count for nothing
+            return None  # stale results and neutral outcomes count for nothing
         failed, slow = "failure" in outcome, outcome.startswith("slow")
         if self.state == HALF_OPEN:
-            if failed or slow:
-                self.open(now)
-            else:
-                self.successes += 1
-                if self.successes >= self.config.success_threshold:
-                    self.enter(CLOSED)
-            return
+            if failed:
+                return self.open(now, "probe failed")
+            if slow:
+                return self.open(now, "slow probe")
+            self.successes += 1
+            if self.successes >= self.config.success_threshold:
+                return self.enter(CLOSED, "probes succeeded")
+            return None
         self.failures = self.failures + 1 if failed else 0
         if self.failures >= self.config.failure_threshold:
-            self.open(now)
-        else:
-            self.judge_window(now, failed, slow)
+            return self.open(now, "consecutive failures")
+        return self.judge_window(now, failed, slow)
 
-    def judge_window(self, now: float, failed: bool, slow: bool) -> None:
+    def judge_window(self, now: float, failed: bool, slow: bool) -> Change:
         config = self.config
         if config.failure_rate_threshold is None and config.slow_call_duration is None:
-            return
+            return None
         self.window.append((now, failed, slow))
         if config.sliding_window_type == "count":
-            live = self.window[-config.sliding_window_size:]
+            live = self.window[-config.sliding_window_size :]
         else:
             width = config.sliding_window_duration / BUCKETS
             oldest = int(now // width) - BUCKETS
@@ -149,31 +201,35 @@ class Reference:
         failures = sum(record[1] for record in live)
         slows = sum(record[2] for record in live)
         if calls < config.minimum_number_of_calls:
-            return
+            return None
         rate = config.failure_rate_threshold
-        too_slow = config.slow_call_duration is not None and (
-            100 * slows >= config.slow_call_rate_threshold * calls)
-        if (rate is not None and 100 * failures >= rate * calls) or too_slow:
-            self.open(now)
+        if rate is not None and 100 * failures >= rate * calls:
+            return self.open(now, "failure rate")
+        if config.slow_call_duration is not None and (
+            100 * slows >= config.slow_call_rate_threshold * calls
+        ):
+            return self.open(now, "slow-call rate")
+        return None
 
     # --- orders -------------------------------------------------------------------
 
-    def trip(self, now: float, until: float) -> None:
-        if self.state == OPEN:
+    def trip(self, now: float, until: float) -> Change:
+        if self.state == OPEN:  # extended in the same epoch: no transition
             self.open_until = max(self.open_until, until)
-        else:
-            self.open(now, until)
+            return None
+        return self.open(now, "limit named by the exchange", until)
 
-    def force_open(self, now: float) -> None:
-        self.open(now)
+    def force_open(self, now: float) -> Change:
+        made = self.open(now, "forced open")
         self.forced = True
+        return made
 
-    def reset(self) -> None:
-        self.enter(CLOSED)
+    def reset(self) -> Change:
+        return self.enter(CLOSED, "reset")
 
     # --- transitions --------------------------------------------------------------
 
-    def open(self, now: float, until: float = 0.0) -> None:
+    def open(self, now: float, reason: str, until: float = 0.0) -> Change:
         config = self.config
         if self.reopens == 0:
             duration = config.reset_timeout
@@ -186,11 +242,13 @@ class Reference:
             duration = min(max(jittered, config.reset_timeout), config.max_reset_timeout)
         self.open_until = max(now + duration, until)
         self.reopens += 1
-        self.enter(OPEN)
+        return self.enter(OPEN, reason)
 
-    def enter(self, state: str) -> None:
+    def enter(self, state: str, reason: str) -> Change:
+        made = (self.state, state, reason)
         self.epoch += 1
         self.state = state
+        self.reason = reason
         self.forced = False
         self.successes = 0
         if state != OPEN:
@@ -198,6 +256,7 @@ class Reference:
         if state == CLOSED:
             self.reopens = 0
             self.window = []
+        return made
 
 
 class MachineVersusModel(RuleBasedStateMachine):
@@ -217,21 +276,30 @@ class MachineVersusModel(RuleBasedStateMachine):
         self.model = Reference(config, rand)
 
     def admit(self) -> tuple[int, int] | None:
-        permit = self.machine.acquire(self.now)
-        expected = self.model.acquire(self.now)
-        assert (expected is not None) == (permit is not None)
+        """Poll, then take a permit, as the breaker does for every call."""
+        self.poll()
+        permit = self.machine.acquire()
+        expected = self.model.acquire()
+        assert (permit is not None) == (expected is not None)
         return None if permit is None or expected is None else (permit, expected)
 
     def end(self, call: tuple[int, int], outcome: str) -> None:
         permit, epoch = call
-        self.model.finish(epoch, self.now, outcome)
+        expected = self.model.finish(epoch, self.now, outcome)
         slow = outcome.startswith("slow")
         if outcome == "neutral":
             self.machine.release(permit)
+            actual = None
         elif "failure" in outcome:
-            self.machine.on_failure(permit, self.now, slow)
+            actual = change(self.machine.on_failure(permit, self.now, slow))
         else:
-            self.machine.on_success(permit, self.now, slow)
+            actual = change(self.machine.on_success(permit, self.now, slow))
+        assert actual == expected
+
+    @rule()
+    def poll(self) -> None:
+        """A poll alone, as reading a breaker before a call might do."""
+        assert change(self.machine.poll(self.now)) == self.model.poll(self.now)
 
     @rule(outcome=st.sampled_from(OUTCOMES))
     def call(self, outcome: str) -> None:
@@ -253,36 +321,57 @@ class MachineVersusModel(RuleBasedStateMachine):
         self.end(self.permits.pop(pick % len(self.permits)), outcome)
 
     # Orders are rare (one draw in four acts), so that runs of calls reach the windows.
-    @rule(order=st.sampled_from(["trip", "trip", "force_open", "reset"]),
-          seconds=st.sampled_from([0.0, 5.0, 100.0]), acts=st.integers(0, 3))
+    @rule(
+        order=st.sampled_from(["trip", "trip", "force_open", "reset"]),
+        seconds=st.sampled_from([0.0, 5.0, 100.0]),
+        acts=st.integers(0, 3),
+    )
     def order(self, order: str, seconds: float, acts: int) -> None:
         if acts:
             return
         if order == "trip":
-            self.machine.trip(self.now, self.now + seconds)
-            self.model.trip(self.now, self.now + seconds)
+            actual = change(self.machine.trip(self.now, self.now + seconds))
+            expected = self.model.trip(self.now, self.now + seconds)
         elif order == "force_open":
-            self.machine.force_open(self.now)
-            self.model.force_open(self.now)
+            actual = change(self.machine.force_open(self.now))
+            expected = self.model.force_open(self.now)
         else:
-            self.machine.reset()
-            self.model.reset()
+            actual = change(self.machine.reset())
+            expected = self.model.reset()
+        assert actual == expected
 
-    # the edges of the reset timeout (10 s) and of the time windows (10 s and 20 s), the
+    # the edges of the reset timeout (10 s, 0.25 s) and of the time windows (10 s, 20 s), the
     # bucket widths (0.5 s and 1 s), and any quarter second up to the longest open time
-    @rule(seconds=st.one_of(
-        st.sampled_from([0.0, 0.25, 0.5, 1.0, 9.5, 10.0, 10.5, 19.0, 20.0, 21.0]),
-        st.integers(0, 4 * 120).map(lambda quarters: quarters / 4)))
+    @rule(
+        seconds=st.one_of(
+            st.sampled_from([0.0, 0.25, 0.5, 1.0, 9.5, 10.0, 10.5, 19.0, 20.0, 21.0]),
+            st.integers(0, 4 * 120).map(lambda quarters: quarters / 4),
+        )
+    )
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
     @invariant()
     def agrees_with_model(self) -> None:
         m, model = self.machine, self.model
-        actual = (m.state.value, m.forced, m.failure_count, m.success_count, m.in_flight,
-                  m.generation)
-        expected = (model.state, model.forced, model.failures, model.successes,
-                    model.in_flight(), model.epoch)
+        actual = (
+            m.state.value,
+            m.reason,
+            m.forced,
+            m.failure_count,
+            m.success_count,
+            m.in_flight,
+            m.generation,
+        )
+        expected = (
+            model.state,
+            model.reason,
+            model.forced,
+            model.failures,
+            model.successes,
+            model.in_flight(),
+            model.epoch,
+        )
         assert actual == expected
         retry_after = m.retry_after(self.now)
         assert retry_after == pytest.approx(model.retry_after(self.now))
@@ -290,39 +379,46 @@ class MachineVersusModel(RuleBasedStateMachine):
 
 
 def test_machine_matches_reference_model() -> None:
-    """After every random step the machine's state, counts, retry_after and admission
-    agree with the reference model (count and time windows, trips, forced opens)."""
+    """Random steps: machine and reference agree on state, counts, admission and transitions."""
     run_state_machine_as_test(MachineVersusModel, settings=PROFILE)
 
 
-gaps = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 9.5, 10.0, 19.0, 20.0]),
-                 st.integers(0, 4 * 30).map(lambda quarters: quarters / 4))
+gaps = st.one_of(
+    st.sampled_from([0.0, 0.5, 1.0, 9.5, 10.0, 19.0, 20.0]),
+    st.integers(0, 4 * 30).map(lambda quarters: quarters / 4),
+)
 
 
 @PROFILE
-@given(window=st.sampled_from(WINDOWS[1:]),
-       calls=st.lists(st.tuples(gaps, st.sampled_from(OUTCOMES)), max_size=80))
-def test_windows_open_exactly_when_the_reference_does(window: dict[str, Any],
-                                                      calls: list[tuple[float, str]]) -> None:
-    """While closed, the failure- and slow-call-rate windows open exactly when the reference's
-    plain list of timed outcomes says so (count and time windows, at their edges)."""
-    config = BreakerConfig(failure_threshold=1000, reset_timeout=10.0, max_reset_timeout=100.0,
-                           **window)
+@given(
+    window=st.sampled_from(WINDOWS[1:]),
+    calls=st.lists(st.tuples(gaps, st.sampled_from(OUTCOMES)), max_size=80),
+)
+def test_windows_open_exactly_when_the_reference_does(
+    window: dict[str, Any], calls: list[tuple[float, str]]
+) -> None:
+    """While closed, the rate windows open exactly when the reference's plain list says so."""
+    config = BreakerConfig(
+        failure_threshold=1000, reset_timeout=10.0, max_reset_timeout=100.0, **window
+    )
     machine, model = Machine(config), Reference(config, 0.5)
     now = 1000.0
     for gap, outcome in calls:
         now += gap
-        permit, epoch = machine.acquire(now), model.acquire(now)
+        assert machine.poll(now) is None
+        permit, epoch = machine.acquire(), model.acquire()
         assert permit is not None
         assert epoch is not None
-        model.finish(epoch, now, outcome)
+        expected = model.finish(epoch, now, outcome)
+        slow = outcome.startswith("slow")
         if outcome == "neutral":
             machine.release(permit)
+            actual = None
         elif "failure" in outcome:
-            machine.on_failure(permit, now, outcome.startswith("slow"))
+            actual = change(machine.on_failure(permit, now, slow))
         else:
-            machine.on_success(permit, now, outcome.startswith("slow"))
+            actual = change(machine.on_success(permit, now, slow))
+        assert actual == expected
         assert machine.state.value == model.state
         if model.state == OPEN:  # start over, closed with an empty window
-            machine.reset()
-            model.reset()
+            assert change(machine.reset()) == model.reset() == (OPEN, CLOSED, "reset")

@@ -24,10 +24,11 @@ from typing import Any, TextIO
 
 import ccxt
 
-from ._events import Event, StateChanged
-from ._hook import kraken
-from .testing import GROUPS, Fault, FaultRule, Group, KrakenSimulator, RequestRecord
-from .testing._simulator import strict_nonces
+from .._events import Event, StateChanged
+from .._hook import kraken
+from ._faults import Fault, FaultRule
+from ._simulator import KrakenSimulator, RequestRecord, strict_nonces
+from ._state import GROUPS, Group
 
 __all__ = ["MIN_DURATION", "IncidentResult", "Scenario", "Summary", "run_demo"]
 
@@ -519,5 +520,3 @@ def _can_encode(out: TextIO, text: str) -> bool:
     except (UnicodeEncodeError, LookupError):
         return False
     return True
-
-

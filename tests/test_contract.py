@@ -1,0 +1,304 @@
+"""The README's promises, attacked the way users break them.
+
+Each test is one of the contract breaks the first version had (issue #12, cases 1-9 and
+11; case 10 is in test_verdicts.py): a bot subclasses the class, patches it, copies it,
+wraps its methods, cancels it or shuts down with a call in flight.  Each failed on the
+hook that read ccxt's frames and wrote a shortcut into the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import hashlib
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+from unittest import mock
+
+import ccxt
+import ccxt.async_support
+import pytest
+from ccxt.async_support.base.exchange import Exchange
+
+import ccxt_breaker
+from ccxt_breaker._hook import BreakerMixin
+from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
+
+from .support import PLAIN_KEY, exchange_config, make_exchange, plain_exchange, until
+
+CAUSE = {"type": "Test", "message": "opened by the test"}
+ORDER = {"pair": "XBTUSD", "type": "buy", "ordertype": "limit", "volume": "0.01", "price": "1"}
+
+Wrap = Callable[[Awaitable[Any]], Awaitable[Any]]
+
+
+def shield(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    return asyncio.shield(awaitable)
+
+
+def wait_for(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    return asyncio.wait_for(awaitable, 30)  # a new task on 3.11, the same task on 3.12+
+
+
+async def in_task(awaitable: Awaitable[Any]) -> Any:
+    return await asyncio.ensure_future(awaitable)
+
+
+def half_open(exchange: Any, clock: FakeClock, group: str) -> None:
+    """Open ``group`` for one second and let the second pass: the next call is a probe."""
+    exchange.circuit_breakers[group]._trip(1.0, CAUSE)
+    clock.advance(30.0)
+
+
+async def test_cancelled_in_the_retry_delay_gives_the_probe_back(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Case 1: a call cancelled (by the bot's wait_for) while ccxt sleeps before a retry
+    gives back the half-open permit that the retry took, so the group is not stuck."""
+    config = exchange_config(sim, clock, failureThreshold=1, resetTimeout=1000)
+    config["timeout"] = 300
+    config["options"].update(maxRetriesOnFailure=1, maxRetriesOnFailureDelay=60_000)
+    exchange = ccxt_breaker.kraken(config)
+    breaker = exchange.circuit_breakers["public"]
+    sim.faults.add(Fault.latency(2.0), endpoint="Time", times=1)
+    call = asyncio.ensure_future(asyncio.wait_for(exchange.publicGetTime(), 1.0))
+    await until(lambda: sim.count("Time") == 1)
+    # While the attempt hangs, the group opens (another call fails) and its open time
+    # passes: when the attempt times out, ccxt's retry takes the half-open probe.
+    sim.faults.add(Fault.http(503), endpoint="Ticker", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTicker()
+    clock.advance(5.0)
+    with pytest.raises(TimeoutError):
+        await call
+    assert (breaker.state, breaker.snapshot()["half_open_in_flight"]) == ("half_open", 0)
+    await exchange.publicGetTime()  # admitted as the probe
+    assert breaker.snapshot()["half_open_in_flight"] == 0
+    await exchange.close()
+
+
+@pytest.mark.parametrize("wrap", [shield, wait_for, in_task])
+async def test_a_fetch_override_in_another_task_keeps_the_call_together(
+    sim: KrakenSimulator, clock: FakeClock, wrap: Wrap
+) -> None:
+    """Case 2: a fetch() override that awaits super().fetch() through shield, wait_for or a
+    task of its own keeps the call's attempts together: one AddOrder is sent, the caller
+    gets its error (not "was not sent, so it is safe to retry"), and the refusal of the
+    retry counts once."""
+
+    class Bot(ccxt_breaker.kraken):
+        async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+            return await wrap(super().fetch(*args, **kwargs))
+
+    config = exchange_config(sim, clock, failureThreshold=1)
+    config["options"]["maxRetriesOnFailure"] = 2
+    exchange = Bot(config)
+    sim.faults.add(Fault.http(503), endpoint="AddOrder")
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await exchange.privatePostAddOrder(ORDER)
+    await exchange.close()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    snapshot = exchange.circuit_breakers["trading"].snapshot()
+    assert (sim.count("AddOrder"), snapshot["calls"], snapshot["rejected"]) == (1, 1, 1)
+
+
+async def test_stacked_fetch_overrides_keep_the_call_together(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Case 3: however many fetch() overrides a bot stacks, a refused retry is still known
+    to follow a sent attempt: the caller gets the sent attempt's error."""
+    cls: type = ccxt_breaker.kraken
+    for _ in range(4):
+
+        class Level(cls):  # type: ignore[valid-type,misc]
+            async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+                return await super().fetch(*args, **kwargs)
+
+        cls = Level
+    config = exchange_config(sim, clock, failureThreshold=1)
+    config["options"]["maxRetriesOnFailure"] = 2
+    exchange = cls(config)
+    sim.faults.add(Fault.http(503), endpoint="AddOrder")
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await exchange.privatePostAddOrder(ORDER)
+    await exchange.close()
+    assert not isinstance(caught.value, ccxt_breaker.CircuitOpenError)
+    assert sim.count("AddOrder") == 1
+
+
+@pytest.fixture(params=["guarded", "plain"])
+def either(request: pytest.FixtureRequest, sim: KrakenSimulator, clock: FakeClock) -> Any:
+    """``ccxt_breaker.kraken`` and plain ccxt, to show the first behaves as the second."""
+    if request.param == "guarded":
+        return make_exchange(sim, clock)
+    return plain_exchange(sim)
+
+
+async def test_a_patched_fetch2_stubs_the_implicit_methods(
+    sim: KrakenSimulator, either: Any
+) -> None:
+    """Case 4: mock.patch.object(exchange, "fetch2", AsyncMock) stubs every implicit call, as
+    in plain ccxt: nothing reaches the exchange with the bot's keys."""
+    stub = mock.AsyncMock(return_value={"error": [], "result": {"stubbed": True}})
+    with mock.patch.object(either, "fetch2", stub):
+        result = await either.privatePostBalance()
+    await either.close()
+    assert (result, stub.await_count, sim.requests) == (
+        {"error": [], "result": {"stubbed": True}},
+        1,
+        [],
+    )
+
+
+async def test_a_patched_request_is_an_async_mock(sim: KrakenSimulator, either: Any) -> None:
+    """Case 6: mock.patch.object(exchange, "request") makes an AsyncMock, as in plain ccxt,
+    because request is an ordinary coroutine method, and the unified methods use it."""
+    with mock.patch.object(either, "request") as patched:
+        assert isinstance(patched, mock.AsyncMock)
+        patched.return_value = {"error": [], "result": {"unixtime": 1, "rfc1123": "x"}}
+        assert await either.fetch_time() == 1000
+    await either.close()
+    assert sim.requests == []
+
+
+async def test_a_copy_signs_with_its_own_key(sim: KrakenSimulator, clock: FakeClock) -> None:
+    """Case 5: a copy.copy of an exchange given another key signs with that key, not the
+    original's: its requests go out under its own account."""
+    original = make_exchange(sim, clock)
+    twin = copy.copy(original)
+    twin.apiKey = PLAIN_KEY
+    await twin.privatePostBalance()
+    await original.privatePostBalance()
+    await original.close()
+    expected = [hashlib.sha256(k.encode()).hexdigest()[:8] for k in (PLAIN_KEY, sim.api_key)]
+    assert [r.key_id for r in sim.requests] == expected
+    assert [r.status for r in sim.requests] == [200, 200]
+    assert twin.circuit_breakers is original.circuit_breakers
+
+
+@pytest.fixture
+def installed() -> Iterator[None]:
+    ccxt_breaker.install()
+    yield
+    ccxt_breaker.uninstall()
+
+
+@pytest.mark.usefixtures("installed")
+async def test_under_install_a_bots_overrides_run_around_the_hook(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Case 7: under install(), a bot's own fetch2() override sees refused calls, and its
+    fetch() override sees refused attempts, as the README promises."""
+    calls: list[str] = []
+    attempts: list[str] = []
+
+    class Bot(ccxt.async_support.kraken):
+        async def fetch2(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().fetch2(path, *args, **kwargs)
+            except ccxt.BaseError as exc:
+                calls.append(type(exc).__name__)
+                raise
+
+        async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().fetch(*args, **kwargs)
+            except ccxt.BaseError as exc:
+                attempts.append(type(exc).__name__)
+                raise
+
+    config = exchange_config(sim, clock, failureThreshold=1)
+    config.update(enableRateLimit=True, rateLimit=200)
+    exchange = Bot(config)
+    assert isinstance(exchange, BreakerMixin)
+    sim.faults.add(Fault.http(503), endpoint="Time", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):  # refused before the queue
+        await exchange.publicGetTime()
+    exchange.circuit_breakers["public"].reset()
+    first = asyncio.ensure_future(exchange.publicGetTime())
+    queued = asyncio.ensure_future(exchange.publicGetTime())
+    await until(lambda: sim.count("Time") == 2)  # the first went out; the second waits
+    exchange.circuit_breakers["public"].force_open()
+    await first
+    with pytest.raises(ccxt_breaker.CircuitOpenError):  # refused after the queue
+        await queued
+    await exchange.close()
+    assert calls == ["ExchangeNotAvailable", "CircuitOpenError", "CircuitOpenError"]
+    assert attempts == ["ExchangeNotAvailable", "CircuitOpenError"]
+
+
+async def test_a_sent_calls_error_does_not_claim_it_was_not_sent(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Case 8: when the retry of a sent order is refused, the order's error carries the
+    __context__ plain ccxt gives it, never a CircuitOpenError saying "was not sent"."""
+    config = exchange_config(sim, clock, failureThreshold=1)
+    config["options"]["maxRetriesOnFailure"] = 2
+    guarded = ccxt_breaker.kraken(config)
+    plain = plain_exchange(sim)
+    sim.faults.add(Fault.http(503), endpoint="AddOrder")
+    errors = []
+    for exchange in (guarded, plain):
+        with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+            await exchange.privatePostAddOrder(ORDER)
+        errors.append(caught.value)
+        await exchange.close()
+    mine, theirs = errors
+    assert type(mine.__context__) is type(theirs.__context__)
+    assert "safe to retry" not in "".join(traceback.format_exception(mine))
+
+
+async def test_a_request_wrapped_at_start_up_still_refuses_before_the_queue(
+    sim: KrakenSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 9: a bot that wraps exchange.request at start-up, while every circuit is closed,
+    still has refused calls refused before ccxt's rate-limit queue."""
+    queued: list[Any] = []
+    throttle = Exchange.throttle
+
+    async def spy(self: Any, cost: Any = None) -> Any:
+        queued.append(cost)
+        return await throttle(self, cost)
+
+    monkeypatch.setattr(Exchange, "throttle", spy)
+    config = exchange_config(sim, clock)
+    config.update(enableRateLimit=True, rateLimit=400)
+    exchange = ccxt_breaker.kraken(config)
+    inner = exchange.request
+
+    async def logged(*args: Any, **kwargs: Any) -> Any:
+        return await inner(*args, **kwargs)
+
+    exchange.request = logged
+    exchange.circuit_breakers["public"].force_open()
+    for _ in range(3):
+        with pytest.raises(ccxt_breaker.CircuitOpenError):
+            await exchange.publicGetTime()
+    await exchange.close()
+    assert (queued, sim.requests) == ([], [])
+
+
+async def test_a_call_closed_from_another_context_at_shutdown(
+    sim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """Case 11: a pending call whose coroutine is closed from another context (what a
+    shutdown does to a bot's pending fetch) ends quietly and gives its probe back."""
+    exchange = make_exchange(sim, clock)
+    half_open(exchange, clock, "public")
+    gate = Fault.hold()
+    sim.faults.add(gate, endpoint="OHLC")
+    pending = exchange.publicGetOHLC({"pair": "XBTUSD"})
+    task = asyncio.ensure_future(pending, loop=None)  # runs in a copy of this context
+    await until(lambda: sim.count("OHLC") == 1)
+    contextvars.Context().run(pending.close)  # raises if the hook's cleanup does
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    gate.release()
+    breaker = exchange.circuit_breakers["public"]
+    assert (breaker.state, breaker.snapshot()["half_open_in_flight"]) == ("half_open", 0)
+    await exchange.publicGetTime()  # the next call is admitted as the probe
+    await exchange.close()
