@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["BreakerConfig", "Clock", "Settings", "SystemClock", "parse_settings"]
@@ -102,35 +103,26 @@ def _number(path: str, value: Any) -> float:
     return float(value)
 
 
-def _count(minimum: int) -> _Check:
-    def check(path: str, value: Any) -> int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{path} must be a whole number, got {_describe(value)}")
-        if value < minimum:
-            raise ValueError(f"{path} must be at least {minimum}, got {value!r}")
-        return value
-
-    return check
+def _count(path: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{path} must be a whole number, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{path} must be at least 1, got {value!r}")
+    return value
 
 
-def _millis(*, allow_zero: bool = False) -> _Check:
-    def check(path: str, value: Any) -> float:
-        ms = _number(path, value)
-        if ms < 0 or (ms == 0 and not allow_zero):
-            bound = "zero or more" if allow_zero else "more than zero"
-            raise ValueError(f"{path} must be {bound} milliseconds, got {value!r}")
-        return ms / 1000.0
-
-    return check
+def _millis(path: str, value: Any, *, allow_zero: bool = False) -> float:
+    ms = _number(path, value)
+    if ms < 0 or (ms == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ValueError(f"{path} must be {bound} milliseconds, got {value!r}")
+    return ms / 1000.0
 
 
-def _optional(check: _Check) -> _Check:
-    def optional(path: str, value: Any) -> Any:
-        return None if value is None else check(path, value)
-
-    return optional
+def _optional(check: _Check, path: str, value: Any) -> Any:
+    return None if value is None else check(path, value)
 
 
 def _percent(path: str, value: Any) -> float:
@@ -162,24 +154,26 @@ def _window_type(path: str, value: Any) -> str:
     return value
 
 
-# camelCase key -> (BreakerConfig field, check). The order is the README's order.
+# camelCase key -> (BreakerConfig field, check). The order is the README's order.  The
+# checks are plain functions, their options bound with partial, so that nothing but this
+# table is built when the module is imported.
 _KEYS: dict[str, tuple[str, _Check]] = {
     "enabled": ("enabled", _bool),
-    "failureThreshold": ("failure_threshold", _count(1)),
-    "successThreshold": ("success_threshold", _count(1)),
-    "resetTimeout": ("reset_timeout", _millis()),
-    "halfOpenMaxCalls": ("half_open_max_calls", _count(1)),
-    "failureRateThreshold": ("failure_rate_threshold", _optional(_percent)),
-    "slowCallDuration": ("slow_call_duration", _optional(_millis())),
+    "failureThreshold": ("failure_threshold", _count),
+    "successThreshold": ("success_threshold", _count),
+    "resetTimeout": ("reset_timeout", _millis),
+    "halfOpenMaxCalls": ("half_open_max_calls", _count),
+    "failureRateThreshold": ("failure_rate_threshold", partial(_optional, _percent)),
+    "slowCallDuration": ("slow_call_duration", partial(_optional, _millis)),
     "slowCallRateThreshold": ("slow_call_rate_threshold", _percent),
     "slidingWindowType": ("sliding_window_type", _window_type),
-    "slidingWindowSize": ("sliding_window_size", _count(1)),
-    "slidingWindowDuration": ("sliding_window_duration", _millis()),
-    "minimumNumberOfCalls": ("minimum_number_of_calls", _count(1)),
+    "slidingWindowSize": ("sliding_window_size", _count),
+    "slidingWindowDuration": ("sliding_window_duration", _millis),
+    "minimumNumberOfCalls": ("minimum_number_of_calls", _count),
     "resetTimeoutMultiplier": ("reset_timeout_multiplier", _multiplier),
-    "maxResetTimeout": ("max_reset_timeout", _millis()),
+    "maxResetTimeout": ("max_reset_timeout", _millis),
     "resetTimeoutJitter": ("reset_timeout_jitter", _fraction),
-    "lockoutDuration": ("lockout_duration", _millis(allow_zero=True)),
+    "lockoutDuration": ("lockout_duration", partial(_millis, allow_zero=True)),
     "shadowMode": ("shadow_mode", _bool),
 }
 _TOP_ONLY = ("groups", "endpoints", "clock")
@@ -203,11 +197,11 @@ def _mapping(path: str, value: Any) -> Mapping[Any, Any]:
     return value
 
 
-def _breaker_config(path: str, raw: Mapping[Any, Any]) -> BreakerConfig:
+def _breaker_config(path: str, raw: Mapping[Any, Any], *, top: bool) -> BreakerConfig:
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _KEYS:
-            raise _unknown(path, key, value, [*_KEYS, *_TOP_ONLY])
+        if key not in _KEYS:  # a group takes every key but the top-level ones
+            raise _unknown(path, key, value, [*_KEYS, *_TOP_ONLY] if top else list(_KEYS))
         name, check = _KEYS[key]
         values[name] = check(f"{path}[{key!r}]", value)
     # An explicit cap below the base open time is a contradiction; a large resetTimeout
@@ -255,7 +249,7 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
             f"{_ROOT}['clock'] must have monotonic() and time() methods, got {_describe(clock)}"
         )
 
-    default = _breaker_config(_ROOT, top)
+    default = _breaker_config(_ROOT, top, top=True)
 
     moves: dict[str, str] = {}
     for path, group in moves_raw.items():
@@ -276,7 +270,7 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
         for key in _TOP_ONLY:
             if key in merged:
                 raise ValueError(f"{where}[{name!r}][{key!r}] is only valid at the top level")
-        groups[name] = _breaker_config(f"{where}[{name!r}]", merged)
+        groups[name] = _breaker_config(f"{where}[{name!r}]", merged, top=False)
     # validated even when off, so a typo does not wait for the day breakers are turned on
     if not default.enabled:
         return None

@@ -15,6 +15,7 @@ these rules to what ccxt raised.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import re
@@ -130,9 +131,12 @@ def _retry_after(headers: Mapping[str, str] | None, wall_now: float) -> float | 
         seconds = float(value)
     except ValueError:
         try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - wall_now
+            when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, OverflowError):
             return None
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT, never local time
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - wall_now
     return _wait(seconds) if math.isfinite(seconds) else None
 
 

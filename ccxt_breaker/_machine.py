@@ -207,13 +207,12 @@ class Machine:
                 return self._open(now, "consecutive failures")
             return self._judge(now, _FAILED | (_SLOW if slow else 0))
         if self.state is HALF_OPEN:
-            self.in_flight -= 1
-            return self._open(now, "probe failed")
+            return self._open(now, "probe failed")  # a new generation: no probe is out
         return None
 
     # --- orders from outside the call protocol -------------------------------------
 
-    def trip(self, now: float, until: float = 0.0) -> Transition | None:
+    def trip(self, now: float, until: float) -> Transition | None:
         """Open at once, for at least the normal open time and until ``until``.
 
         Used when the exchange itself names a limit: a lockout or a rate limit.  An open

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 import ccxt_breaker
+from ccxt_breaker._config import SystemClock, parse_settings
 from ccxt_breaker._registry import MAX_LEARNED_ROUTES
+from ccxt_breaker.testing import FakeClock
 
 from .support import api
 
@@ -56,6 +58,11 @@ def test_camel_case_milliseconds_and_group_overrides() -> None:
         ({"resetTimeoutMultiplier": 1}, "reset_timeout_multiplier", 1.0),
         ({"resetTimeoutMultiplier": 1.5}, "reset_timeout_multiplier", 1.5),
         ({"failureRateThreshold": 100}, "failure_rate_threshold", 100.0),
+        ({"failureRateThreshold": 0.5}, "failure_rate_threshold", 0.5),
+        ({"slowCallRateThreshold": 0.5}, "slow_call_rate_threshold", 0.5),
+        # an explicit null turns the rate and slow-call checks off, as leaving them out does
+        ({"failureRateThreshold": None}, "failure_rate_threshold", None),
+        ({"slowCallDuration": None}, "slow_call_duration", None),
         ({"slowCallRateThreshold": 100}, "slow_call_rate_threshold", 100.0),
         ({"lockoutDuration": 0}, "lockout_duration", 0.0),
         ({"resetTimeout": 45_000, "maxResetTimeout": 45_000}, "max_reset_timeout", 45.0),
@@ -174,118 +181,307 @@ def test_unknown_endpoints_past_the_limit_share_one_route() -> None:
         registry.group_of("Late")
 
 
+# Every key a group accepts, in the README's order, and those the top level adds: listed when
+# an unknown key is like none of them.
+GROUP_KEYS = (
+    "enabled, failureThreshold, successThreshold, resetTimeout, halfOpenMaxCalls, "
+    "failureRateThreshold, slowCallDuration, slowCallRateThreshold, slidingWindowType, "
+    "slidingWindowSize, slidingWindowDuration, minimumNumberOfCalls, resetTimeoutMultiplier, "
+    "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode"
+)
+VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, clock"
+GROUPS = f"{ROOT}['groups']"
+TRADING = f"{GROUPS}['trading']"
+NEVER_JUDGED = "the rate would never be judged"
+
+
 @pytest.mark.parametrize(
-    ("options", "error", "message"),
+    ("raw", "error", "message"),
     [
-        ({"failureTreshold": 3}, ValueError, "did you mean 'failureThreshold'"),
-        ({"resetTimeout": -1}, ValueError, "['resetTimeout'] must be more than zero"),
-        ({"resetTimeout": "30s"}, TypeError, "['resetTimeout'] must be a number, got '30s'"),
-        ({"failureThreshold": True}, TypeError, "['failureThreshold'] must be a whole number"),
-        ({"halfOpenMaxCalls": 0}, ValueError, "['halfOpenMaxCalls'] must be at least 1, got 0"),
-        ({"failureRateThreshold": 150}, ValueError, "percentage in (0, 100], got 150"),
-        ({"slidingWindowType": "sliding"}, ValueError, "'count' or 'time', got 'sliding'"),
-        ({"resetTimeoutJitter": 1.5}, ValueError, "['resetTimeoutJitter'] must be in [0, 1)"),
-        ({"resetTimeout": 60_000, "maxResetTimeout": 1000}, ValueError, "at least resetTimeout"),
+        # the option and its sections must be dicts
+        ("on", TypeError, f"{ROOT} must be a dict, got 'on' (str)"),
+        ({"groups": []}, TypeError, f"{GROUPS} must be a dict, got [] (list)"),
         (
-            {"failureRateThreshold": 50, "slidingWindowSize": 5},
-            ValueError,
-            "cannot exceed slidingWindowSize",
+            {"endpoints": "Ticker"},
+            TypeError,
+            f"{ROOT}['endpoints'] must be a dict, got 'Ticker' (str)",
         ),
-        ({"groups": {"tradng": {}}}, ValueError, "did you mean 'trading'"),
+        ({"groups": {"trading": 5}}, TypeError, f"{TRADING} must be a dict, got 5 (int)"),
+        (
+            {"clock": "utc"},
+            TypeError,
+            f"{ROOT}['clock'] must have monotonic() and time() methods, got 'utc' (str)",
+        ),
+        # unknown keys: the value, then the closest key or, if none is close, every valid key
+        (
+            {"failureTreshold": 3},
+            ValueError,
+            f"unknown key {ROOT}['failureTreshold'] = 3; did you mean 'failureThreshold'?",
+        ),
+        (
+            {"retries": 3},
+            ValueError,
+            f"unknown key {ROOT}['retries'] = 3; valid keys: {VALID_KEYS}",
+        ),
+        ({1: 2}, TypeError, f"{ROOT} keys must be strings, got 1 (int)"),
+        # validated even when off, so a typo does not wait for the day breakers are turned on
+        (
+            {"enabled": False, "resetTimout": 1},
+            ValueError,
+            f"unknown key {ROOT}['resetTimout'] = 1; did you mean 'resetTimeout'?",
+        ),
+        (
+            {"groups": {"tradng": {"failureThreshold": 1}}},
+            ValueError,
+            f"unknown key {GROUPS}['tradng'] = {{'failureThreshold': 1}}; did you mean 'trading'?",
+        ),
+        (
+            {"groups": {"spot": {}}},
+            ValueError,
+            f"unknown key {GROUPS}['spot'] = {{}}; "
+            "valid keys: earn, funding, private, public, trading",
+        ),
+        ({"groups": {5: {}}}, TypeError, f"{GROUPS} keys must be strings, got 5 (int)"),
         (
             {"groups": {"trading": {"resetTimout": 1}}},
             ValueError,
-            "['groups']['trading']['resetTimout']",
+            f"unknown key {TRADING}['resetTimout'] = 1; did you mean 'resetTimeout'?",
         ),
-        ({"groups": {"trading": {"groups": {}}}}, ValueError, "only valid at the top level"),
-        ({"groups": []}, TypeError, "['groups'] must be a dict"),
-        ({"endpoints": {"Tickr": "public"}}, ValueError, "did you mean 'Ticker'"),
-        ({"endpoints": {"Ticker": 3}}, TypeError, "must be a group name"),
-        ({"clock": object()}, TypeError, "monotonic() and time()"),
-        ({"enabled": "yes"}, TypeError, "['enabled'] must be true or false"),
-    ],
-)
-def test_bad_config_fails_at_construction(
-    options: dict[str, Any], error: type[Exception], message: str
-) -> None:
-    """A wrong type, value or key fails at construction, naming it, with typo suggestions."""
-    with pytest.raises(error) as caught:
-        build(**options)
-    assert message in str(caught.value)
-    assert ROOT in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("options", "key", "value", "unit"),
-    [
-        ({"resetTimeout": -1}, "['resetTimeout']", "-1", "milliseconds"),
-        ({"resetTimeout": 0}, "['resetTimeout']", "0", "milliseconds"),
-        ({"slowCallDuration": 0}, "['slowCallDuration']", "0", "milliseconds"),
-        ({"slidingWindowDuration": -0.5}, "['slidingWindowDuration']", "-0.5", "milliseconds"),
-        ({"maxResetTimeout": 0}, "['maxResetTimeout']", "0", "milliseconds"),
-        ({"lockoutDuration": -5}, "['lockoutDuration']", "-5", "milliseconds"),
-        ({"resetTimeout": 60_000, "maxResetTimeout": 1000}, "['maxResetTimeout']", "1000", "ms"),
-        ({"failureRateThreshold": 0}, "['failureRateThreshold']", "0", "percentage"),
-        ({"failureRateThreshold": 100.5}, "['failureRateThreshold']", "100.5", "percentage"),
-        ({"slowCallRateThreshold": 101}, "['slowCallRateThreshold']", "101", "percentage"),
+        (
+            {"groups": {"earn": {"cooldown": 60}}},
+            ValueError,
+            f"unknown key {GROUPS}['earn']['cooldown'] = 60; valid keys: {GROUP_KEYS}",
+        ),
+        (
+            {"groups": {"trading": {"groups": {}}}},
+            ValueError,
+            f"{TRADING}['groups'] is only valid at the top level",
+        ),
+        (
+            {"groups": {"trading": {"clock": None}}},
+            ValueError,
+            f"{TRADING}['clock'] is only valid at the top level",
+        ),
+        (
+            {"endpoints": {"Tickr": "public"}},
+            ValueError,
+            f"unknown key {ROOT}['endpoints']['Tickr'] = 'public'; did you mean 'Ticker'?",
+        ),
+        (
+            {"endpoints": {7: "public"}},
+            TypeError,
+            f"{ROOT}['endpoints'] keys must be strings, got 7 (int)",
+        ),
+        (
+            {"endpoints": {"Ticker": 3}},
+            TypeError,
+            f"{ROOT}['endpoints']['Ticker'] must be a group name, got 3 (int)",
+        ),
+        (
+            {"endpoints": {"Ticker": ""}},
+            TypeError,
+            f"{ROOT}['endpoints']['Ticker'] must be a group name, got '' (str)",
+        ),
+        # wrong types: the key path, the value and its type
+        (
+            {"enabled": "yes"},
+            TypeError,
+            f"{ROOT}['enabled'] must be true or false, got 'yes' (str)",
+        ),
+        ({"shadowMode": 1}, TypeError, f"{ROOT}['shadowMode'] must be true or false, got 1 (int)"),
+        (
+            {"resetTimeout": "30s"},
+            TypeError,
+            f"{ROOT}['resetTimeout'] must be a number, got '30s' (str)",
+        ),
+        (
+            {"resetTimeout": True},
+            TypeError,
+            f"{ROOT}['resetTimeout'] must be a number, got True (bool)",
+        ),
+        (
+            {"slowCallDuration": "1s"},
+            TypeError,
+            f"{ROOT}['slowCallDuration'] must be a number, got '1s' (str)",
+        ),
+        (
+            {"failureRateThreshold": "50"},
+            TypeError,
+            f"{ROOT}['failureRateThreshold'] must be a number, got '50' (str)",
+        ),
+        (
+            {"resetTimeoutMultiplier": "2"},
+            TypeError,
+            f"{ROOT}['resetTimeoutMultiplier'] must be a number, got '2' (str)",
+        ),
+        (
+            {"resetTimeoutJitter": None},
+            TypeError,
+            f"{ROOT}['resetTimeoutJitter'] must be a number, got None (NoneType)",
+        ),
+        (
+            {"failureThreshold": True},
+            TypeError,
+            f"{ROOT}['failureThreshold'] must be a whole number, got True (bool)",
+        ),
+        (
+            {"slidingWindowSize": 2.5},
+            TypeError,
+            f"{ROOT}['slidingWindowSize'] must be a whole number, got 2.5 (float)",
+        ),
+        (
+            {"slidingWindowType": 3},
+            TypeError,
+            f"{ROOT}['slidingWindowType'] must be 'count' or 'time', got 3 (int)",
+        ),
+        # values out of range: the key path, the range and its unit, the value as written
+        (
+            {"resetTimeout": float("inf")},
+            ValueError,
+            f"{ROOT}['resetTimeout'] must be finite, got inf",
+        ),
+        (
+            {"failureRateThreshold": float("nan")},
+            ValueError,
+            f"{ROOT}['failureRateThreshold'] must be finite, got nan",
+        ),
+        (
+            {"resetTimeout": -1},
+            ValueError,
+            f"{ROOT}['resetTimeout'] must be more than zero milliseconds, got -1",
+        ),
+        (
+            {"resetTimeout": 0},
+            ValueError,
+            f"{ROOT}['resetTimeout'] must be more than zero milliseconds, got 0",
+        ),
+        (
+            {"slowCallDuration": 0},
+            ValueError,
+            f"{ROOT}['slowCallDuration'] must be more than zero milliseconds, got 0",
+        ),
+        (
+            {"slidingWindowDuration": -0.5},
+            ValueError,
+            f"{ROOT}['slidingWindowDuration'] must be more than zero milliseconds, got -0.5",
+        ),
+        (
+            {"maxResetTimeout": 0},
+            ValueError,
+            f"{ROOT}['maxResetTimeout'] must be more than zero milliseconds, got 0",
+        ),
+        (
+            {"lockoutDuration": -1},
+            ValueError,
+            f"{ROOT}['lockoutDuration'] must be zero or more milliseconds, got -1",
+        ),
+        (
+            {"halfOpenMaxCalls": 0},
+            ValueError,
+            f"{ROOT}['halfOpenMaxCalls'] must be at least 1, got 0",
+        ),
+        (
+            {"minimumNumberOfCalls": -3},
+            ValueError,
+            f"{ROOT}['minimumNumberOfCalls'] must be at least 1, got -3",
+        ),
+        (
+            {"failureRateThreshold": 0},
+            ValueError,
+            f"{ROOT}['failureRateThreshold'] must be a percentage in (0, 100], got 0",
+        ),
+        (
+            {"failureRateThreshold": 100.5},
+            ValueError,
+            f"{ROOT}['failureRateThreshold'] must be a percentage in (0, 100], got 100.5",
+        ),
+        (
+            {"slowCallRateThreshold": 150},
+            ValueError,
+            f"{ROOT}['slowCallRateThreshold'] must be a percentage in (0, 100], got 150",
+        ),
+        (
+            {"resetTimeoutMultiplier": 0.99},
+            ValueError,
+            f"{ROOT}['resetTimeoutMultiplier'] must be 1 or more (1 keeps the open time fixed), "
+            "got 0.99",
+        ),
+        (
+            {"resetTimeoutJitter": 1},
+            ValueError,
+            f"{ROOT}['resetTimeoutJitter'] must be in [0, 1), got 1",
+        ),
+        (
+            {"resetTimeoutJitter": -0.1},
+            ValueError,
+            f"{ROOT}['resetTimeoutJitter'] must be in [0, 1), got -0.1",
+        ),
+        (
+            {"slidingWindowType": "sliding"},
+            ValueError,
+            f"{ROOT}['slidingWindowType'] must be 'count' or 'time', got 'sliding'",
+        ),
+        # contradictions between keys, the other key's value in the message
+        (
+            {"resetTimeout": 60_000, "maxResetTimeout": 1000},
+            ValueError,
+            f"{ROOT}['maxResetTimeout'] must be at least resetTimeout (60000 ms), got 1000",
+        ),
+        (
+            {"maxResetTimeout": 1500.5},
+            ValueError,
+            f"{ROOT}['maxResetTimeout'] must be at least resetTimeout (30000 ms), got 1500.5",
+        ),
+        (
+            {"failureRateThreshold": 50, "slidingWindowSize": 10, "minimumNumberOfCalls": 11},
+            ValueError,
+            f"{ROOT}['minimumNumberOfCalls'] (11) cannot exceed slidingWindowSize (10): "
+            + NEVER_JUDGED,
+        ),
+        (
+            {"slowCallDuration": 100, "slidingWindowSize": 5},
+            ValueError,
+            f"{ROOT}['minimumNumberOfCalls'] (20) cannot exceed slidingWindowSize (5): "
+            + NEVER_JUDGED,
+        ),
+        # in a group, the path names the group; the top level's values are inherited
         (
             {"groups": {"trading": {"resetTimeout": -1}}},
-            "['groups']['trading']['resetTimeout']",
-            "-1",
-            "milliseconds",
+            ValueError,
+            f"{TRADING}['resetTimeout'] must be more than zero milliseconds, got -1",
         ),
         (
             {"groups": {"earn": {"failureRateThreshold": 0}}},
-            "['groups']['earn']['failureRateThreshold']",
-            "0",
-            "percentage",
+            ValueError,
+            f"{GROUPS}['earn']['failureRateThreshold'] must be a percentage in (0, 100], got 0",
+        ),
+        (
+            {"resetTimeout": 60_000, "groups": {"trading": {"maxResetTimeout": 1000}}},
+            ValueError,
+            f"{TRADING}['maxResetTimeout'] must be at least resetTimeout (60000 ms), got 1000",
         ),
     ],
 )
-def test_errors_name_key_path_value_and_unit(
-    options: dict[str, Any], key: str, value: str, unit: str
-) -> None:
-    """A duration or percentage error names the full key path, the value and the unit."""
-    with pytest.raises(ValueError, match=r"must be") as caught:
-        build(**options)
-    message = str(caught.value)
-    assert message.startswith(f"{ROOT}{key} must be ")
-    assert message.endswith(f"got {value}")
-    assert unit in message.split(" must be ", 1)[1]
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"resetTimeoutMultiplier": 0.99}, "['resetTimeoutMultiplier'] must be 1 or more"),
-        ({"resetTimeoutJitter": 1}, "['resetTimeoutJitter'] must be in [0, 1), got 1"),
-        ({"resetTimeoutJitter": -0.1}, "['resetTimeoutJitter'] must be in [0, 1), got -0.1"),
-        ({"lockoutDuration": -1}, "['lockoutDuration'] must be zero or more milliseconds"),
-        ({"minimumNumberOfCalls": 0}, "['minimumNumberOfCalls'] must be at least 1, got 0"),
-        ({"slidingWindowSize": 2.5}, "['slidingWindowSize'] must be a whole number, got 2.5"),
-        (
-            {"failureRateThreshold": 50, "slidingWindowSize": 10, "minimumNumberOfCalls": 11},
-            "['minimumNumberOfCalls'] (11) cannot exceed slidingWindowSize (10)",
-        ),
-        (
-            {"slowCallDuration": 100, "slidingWindowSize": 10, "minimumNumberOfCalls": 11},
-            "['minimumNumberOfCalls'] (11) cannot exceed slidingWindowSize (10)",
-        ),
-    ],
-)
-def test_values_just_past_the_edges_are_refused(options: dict[str, Any], message: str) -> None:
-    """The first value past each accepted edge is refused, naming the key and the value."""
-    with pytest.raises((ValueError, TypeError)) as caught:
-        build(**options)
-    assert f"{ROOT}{message}" in str(caught.value)
+def test_bad_config_fails_at_construction(raw: Any, error: type[Exception], message: str) -> None:
+    """A wrong key, type or value fails at construction with exactly this message."""
+    with pytest.raises(error) as caught:
+        ccxt_breaker.kraken({"options": {"circuitBreaker": raw}})
+    assert (type(caught.value), str(caught.value)) == (error, message)
 
 
 def test_flag_true_false_and_dict() -> None:
     """The option may be True, False or a dict."""
     assert len(ccxt_breaker.kraken({"options": {"circuitBreaker": True}}).circuit_breakers) == 5
     assert len(ccxt_breaker.kraken({"options": {"circuitBreaker": False}}).circuit_breakers) == 0
-    with pytest.raises(TypeError, match="must be a dict"):
-        ccxt_breaker.kraken({"options": {"circuitBreaker": "on"}})
+    assert len(build(failureThreshold=3).circuit_breakers) == 5
+
+
+def test_clock_is_the_system_clock_unless_one_is_given() -> None:
+    """Breakers read time's clocks by default; a clock given in the option is used as is."""
+    clock = FakeClock()
+    default = parse_settings({}, endpoints={}, default_on=True)
+    given = parse_settings({"clock": clock}, endpoints={}, default_on=True)
+    assert (type(default.clock), given.clock) == (SystemClock, clock)  # type: ignore[union-attr]
 
 
 def test_instances_sharing_a_config_keep_their_own_state() -> None:

@@ -501,3 +501,130 @@ async def test_async_with_interleaves(clock: FakeClock) -> None:
     assert [type(r).__name__ for r in results] == ["ValueError", "NoneType"]
     assert guard.snapshot()["half_open_in_flight"] == 0
     assert guard.snapshot()["success_count"] == 1
+
+
+async def fail() -> None:
+    raise ccxt.ExchangeNotAvailable("kraken 503")
+
+
+async def succeed() -> None:
+    return None
+
+
+async def outcome(b: CircuitBreaker, fn: Callable[[], Any]) -> None:
+    with contextlib.suppress(ccxt.BaseError):
+        await b.call(fn)
+
+
+async def then_half_open(b: CircuitBreaker, clock: FakeClock) -> None:
+    await outcome(b, fail)
+    clock.advance(60.0)
+
+
+async def reach_created(b: CircuitBreaker, clock: FakeClock) -> None:
+    return None
+
+
+async def reach_consecutive_failures(b: CircuitBreaker, clock: FakeClock) -> None:
+    await outcome(b, fail)
+
+
+async def reach_failure_rate(b: CircuitBreaker, clock: FakeClock) -> None:
+    for fn in (succeed, fail):
+        await outcome(b, fn)
+
+
+async def reach_slow_call_rate(b: CircuitBreaker, clock: FakeClock) -> None:
+    async def slow() -> None:
+        clock.advance(2.0)
+
+    for fn in (succeed, slow):
+        await outcome(b, fn)
+
+
+async def reach_open_time_elapsed(b: CircuitBreaker, clock: FakeClock) -> None:
+    await then_half_open(b, clock)
+    gate = asyncio.Event()
+    probe = asyncio.ensure_future(b.call(gate.wait))  # poll() half-opens on this call
+    await asyncio.sleep(0)
+    gate.set()
+    await probe
+
+
+async def reach_probes_succeeded(b: CircuitBreaker, clock: FakeClock) -> None:
+    await then_half_open(b, clock)
+    await outcome(b, succeed)
+
+
+async def reach_probe_failed(b: CircuitBreaker, clock: FakeClock) -> None:
+    await then_half_open(b, clock)
+    await outcome(b, fail)
+
+
+async def reach_slow_probe(b: CircuitBreaker, clock: FakeClock) -> None:
+    async def slow() -> None:
+        clock.advance(2.0)
+
+    await then_half_open(b, clock)
+    await outcome(b, slow)
+
+
+async def reach_limit(b: CircuitBreaker, clock: FakeClock) -> None:
+    b._trip(90.0, {"type": "DDoSProtection", "message": "EAPI:Rate limit exceeded"})
+
+
+async def reach_forced_open(b: CircuitBreaker, clock: FakeClock) -> None:
+    b.force_open()
+
+
+async def reach_reset(b: CircuitBreaker, clock: FakeClock) -> None:
+    await outcome(b, fail)
+    b.reset()
+
+
+REASONS = [
+    # (how, config, the last transition's (old, new, reason), or None for no transition)
+    (reach_created, {}, None, "created"),
+    (reach_consecutive_failures, {}, ("closed", "open"), "consecutive failures"),
+    (
+        reach_failure_rate,
+        {"failure_threshold": 5, "failure_rate_threshold": 50.0, "minimum_number_of_calls": 2},
+        ("closed", "open"),
+        "failure rate",
+    ),
+    (
+        reach_slow_call_rate,
+        {"slow_call_duration": 1.0, "slow_call_rate_threshold": 50.0, "minimum_number_of_calls": 2},
+        ("closed", "open"),
+        "slow-call rate",
+    ),
+    (reach_open_time_elapsed, {"success_threshold": 2}, ("open", "half_open"), "open time elapsed"),
+    (reach_probes_succeeded, {}, ("half_open", "closed"), "probes succeeded"),
+    (reach_probe_failed, {}, ("half_open", "open"), "probe failed"),
+    (reach_slow_probe, {"slow_call_duration": 1.0}, ("half_open", "open"), "slow probe"),
+    (reach_limit, {}, ("closed", "open"), "limit named by the exchange"),
+    (reach_forced_open, {}, ("closed", "open"), "forced open"),
+    (reach_reset, {}, ("open", "closed"), "reset"),
+]
+
+
+@pytest.mark.parametrize(
+    ("how", "config", "moved", "reason"), REASONS, ids=[r[-1] for r in REASONS]
+)
+async def test_every_reason_reaches_events_and_snapshots(
+    clock: FakeClock,
+    how: Callable[[CircuitBreaker, FakeClock], Any],
+    config: dict[str, Any],
+    moved: tuple[str, str] | None,
+    reason: str,
+) -> None:
+    """Each of the eleven reasons a breaker gives is the one its StateChanged event and its
+    snapshot() carry, in the words the README and the logs use."""
+    base = {"failure_threshold": 1, "success_threshold": 1, "reset_timeout_jitter": 0.0}
+    b = CircuitBreaker("g", BreakerConfig(**{**base, **config}), clock=clock)
+    changes: list[StateChanged] = []
+    b.add_listener(lambda e: changes.append(e) if isinstance(e, StateChanged) else None)
+    await how(b, clock)
+    last = None if not changes else (changes[-1].old_state, changes[-1].new_state)
+    reasons = {changes[-1].reason if changes else "created", b.snapshot()["reason"]}
+    assert (last, reasons) == (moved, {reason})

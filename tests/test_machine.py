@@ -447,3 +447,55 @@ def test_close_starts_an_empty_window() -> None:
     assert steps(m, "sss", now=10.0) == []
     assert m._window is not None
     assert m._window.totals(10.0) == (3, 0, 0)
+
+
+def test_time_window_near_time_zero_counts_only_its_calls() -> None:
+    """On a clock that starts near zero, a time window counts only the calls it saw: its
+    unused buckets hold no failures and no slow calls."""
+    config = window_config(
+        failure_rate_threshold=50.0,
+        slow_call_duration=1.0,
+        sliding_window_type="time",
+        sliding_window_duration=10.0,
+    )
+    m = Machine(config)
+    assert steps(m, "ssss", now=0.0) == []
+    assert m._window is not None
+    assert m._window.totals(0.0) == (4, 0, 0)
+
+
+def test_time_window_forgets_a_call_one_duration_later() -> None:
+    """A call leaves a time window as soon as a whole slidingWindowDuration has passed
+    (the window keeps 20 buckets, here of 0.5 s each)."""
+    config = window_config(
+        failure_rate_threshold=50.0, sliding_window_type="time", sliding_window_duration=10.0
+    )
+    m = Machine(config)
+    assert steps(m, "f", now=100.0) == []
+    assert m._window is not None
+    assert (m._window.totals(109.9), m._window.totals(110.0)) == ((1, 1, 0), (0, 0, 0))
+
+
+def test_opened_at_is_set_only_while_not_closed() -> None:
+    """opened_at (the snapshot's opened_at) is None until the first open and after a close."""
+    m = Machine(BASE)
+    assert m.opened_at is None
+    m = opened(now=5.0)
+    assert m.opened_at == 5.0
+    act(m, m.reset)
+    assert m.opened_at is None
+
+
+def test_outcomes_are_slow_only_when_said() -> None:
+    """on_success and on_failure count a call as slow only when told: a plain probe success
+    closes, and plain failures never make a slow-call rate."""
+    m = half_open(replace(BASE, success_threshold=1))
+    permit = admit(m, 10.0)
+    assert act(m, m.on_success, permit, 10.0) == Transition(HALF_OPEN, CLOSED, "probes succeeded")
+    config = window_config(sliding_window_size=4, slow_call_duration=1.0)
+    m = Machine(config)
+    for _ in range(4):
+        permit = admit(m, 0.0)
+        assert permit is not None
+        assert act(m, m.on_failure, permit, 0.0) is None
+    assert m.state is CLOSED
