@@ -57,7 +57,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     commands.add_parser(
         "simulate",
         add_help=False,
-        help="serve a fake Kraken REST API for a bot in another process (see simulate --help)",
+        help="serve a fake Kraken REST API for a bot in another process, with faults "
+        "scripted at start-up or while it runs (see simulate --help)",
     )
     return parser, demo
 

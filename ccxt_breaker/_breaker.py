@@ -9,15 +9,18 @@ and ``_trip``), which follows the same rules.  Every path goes through ``_admit`
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import math
 import random
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._config import BreakerConfig, Clock, SystemClock
-from ._errors import Verdict, rejection, verdict
+from ._errors import Verdict, label, rejection, verdict
 from ._events import CallRejected, Listener, StateChanged, emit
 from ._machine import CLOSED, OPEN, CircuitState, Machine, Transition
 
@@ -32,8 +35,13 @@ SHADOW = -1
 MAX_ENDPOINTS = 256
 # Longest error message kept in snapshots, events and CircuitOpenError.
 MAX_MESSAGE = 300
+# Where an HTML page starts in an error message (ccxt appends the body of an error
+# answer to its message), and the page's title.
+_PAGE = re.compile(r"<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE)
+_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 SUCCESS, FAILURE, NEUTRAL = Verdict.SUCCESS, Verdict.FAILURE, Verdict.NEUTRAL
+_ceil = math.ceil
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -46,6 +54,28 @@ _GUARDS: ContextVar[_Guard | None] = ContextVar("ccxt_breaker_guards", default=N
 
 def _no_scrub(message: str) -> str:
     return message
+
+
+def _ms(seconds: float | None) -> float | None:
+    """``seconds`` rounded up to the millisecond, as users read it.
+
+    Up, so that waiting ``retry_after`` is always long enough and only a call that may go
+    now reads 0; a nanosecond's tolerance keeps float noise (30.000000000000004) from
+    adding a millisecond.
+    """
+    return None if seconds is None else _ceil(seconds * 1000 - 1e-6) / 1000
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line, and an HTML page in it (a Cloudflare or nginx error page,
+    seven lines of markup) told by its title: the status line before it says the rest."""
+    page = _PAGE.search(message)
+    if page is None:
+        return " ".join(message.split())
+    found = _TITLE.search(message, page.start())
+    title = " ".join(html.unescape(found.group(1)).split()) if found else ""
+    head = " ".join(message[: page.start()].split())
+    return f"{': '.join(part for part in (head, title) if part)} (HTML page)".lstrip()
 
 
 class Counters:
@@ -84,6 +114,7 @@ class CircuitBreaker:
         "group",
         "last_error",
         "last_failure_time",
+        "name",
     )
 
     def __init__(
@@ -95,10 +126,12 @@ class CircuitBreaker:
         exchange_id: str = "kraken",
         scrub: Callable[[str], str] = _no_scrub,
         rand: Callable[[], float] = random.random,
+        name: str | None = None,
     ) -> None:
         self.group = group
         self.config = config or BreakerConfig()
         self.exchange_id = exchange_id
+        self.name = name  # the config's `name`: which account, in logs and snapshots
         self._clock = clock or SystemClock()
         self._machine = Machine(self.config, rand)
         self._scrub = scrub
@@ -123,8 +156,9 @@ class CircuitBreaker:
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds until a call may go: 0 when one may go now, ``None`` while forced open."""
-        return self._machine.retry_after(self._clock.monotonic())
+        """Seconds until a call may go, rounded up to the millisecond: 0 when one may go
+        now, ``None`` while forced open."""
+        return _ms(self._machine.retry_after(self._clock.monotonic()))
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-serializable picture of this breaker; contains no credentials."""
@@ -133,6 +167,7 @@ class CircuitBreaker:
         counters = self._endpoints.values()
         return {
             "group": self.group,
+            "name": None if self.name is None else self._scrub(self.name),
             "state": m.state.value,
             "reason": m.reason,
             "forced": m.forced,
@@ -144,7 +179,7 @@ class CircuitBreaker:
             "generation": m.generation,
             "last_failure_time": self.last_failure_time,
             "opened_at": None if m.opened_at is None else wall - (now - m.opened_at),
-            "retry_after": m.retry_after(now),
+            "retry_after": _ms(m.retry_after(now)),
             "last_error": self.last_error,
             "opened_by": self._opened_by,
             "calls": sum(c.calls for c in counters),
@@ -156,7 +191,9 @@ class CircuitBreaker:
     # --- steering ------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Close the circuit and forget its counts; ends a forced open."""
+        """Close the circuit and forget its counts and the errors behind them; ends a
+        forced open."""
+        self.last_error = self._opened_by = None
         self._announce(self._machine.reset(), None)
 
     def force_open(self) -> None:
@@ -274,14 +311,19 @@ class CircuitBreaker:
         counters.rejected += 1
         shadow = self.config.shadow_mode
         retry_after = m.retry_after(now)
+        if retry_after:  # _ms() inline: a call more is a tenth of a rejection's cost
+            retry_after = _ceil(retry_after * 1000 - 1e-6) / 1000
+        name = self.name
         if self._listeners:
             event = CallRejected(
-                self.group, endpoint, m.state.value, retry_after, shadow, self._clock.time()
+                self.group, endpoint, m.state.value, retry_after, shadow, self._clock.time(), name
             )
             emit(self._listeners, event)
         if shadow:
             return SHADOW
-        raise rejection(self.group, endpoint, retry_after, self._opened_by, self.exchange_id)
+        if name is None:  # five fields, as an unnamed rejection always had
+            raise rejection(self.group, endpoint, retry_after, self._opened_by, self.exchange_id)
+        raise rejection(self.group, endpoint, retry_after, self._opened_by, self.exchange_id, name)
 
     def _begin(self, counters: Counters) -> float:
         """Count an attempt as sent; returns its start time when slow calls are timed."""
@@ -344,28 +386,36 @@ class CircuitBreaker:
         self._announce(self._machine.trip(now, now + seconds), cause)
 
     def _summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
-        """``{type, message}`` with credentials scrubbed and the message cut short."""
-        message = self._scrub(message)
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***")
+        """``{type, message}``: the message on one line, an HTML page told by its title,
+        credentials scrubbed, and cut short. The exception itself is left as it is."""
+        # scrubbed before (a secret may hold a run of spaces) and after (collapsing them,
+        # or unescaping a title, may complete one) the message is made readable
+        message = self._redact(_one_line(self._redact(message, secrets)), secrets)
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 3] + "..."
         return {"type": kind, "message": message}
 
     # --- internals -----------------------------------------------------------------
 
+    def _redact(self, message: str, secrets: tuple[str, ...]) -> str:
+        message = self._scrub(message)
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "***")
+        return message
+
     def _announce(self, transition: Transition | None, cause: dict[str, str] | None) -> None:
         if transition is None:  # a trip of a circuit already open, extended in place
             return
         new = transition.new
-        retry_after = self._machine.retry_after(self._clock.monotonic())
+        retry_after = _ms(self._machine.retry_after(self._clock.monotonic()))
         if new is OPEN:
             self._opened_by = cause
+        name = None if self.name is None else self._scrub(self.name)
         logger.log(
             logging.WARNING if new is OPEN else logging.INFO,
             "%s circuit %r %s -> %s (%s)%s retry_after=%s",
-            self.exchange_id,
+            label(self.exchange_id, name),
             self.group,
             transition.old.value,
             new.value,
@@ -382,5 +432,6 @@ class CircuitBreaker:
                 cause,
                 retry_after,
                 self._clock.time(),
+                name,
             )
             emit(self._listeners, event)

@@ -8,6 +8,7 @@ reported at construction, naming the full key path and the offending value.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["BreakerConfig", "Clock", "Settings", "SystemClock", "parse_settings"]
+
+logger = logging.getLogger("ccxt_breaker")
 
 
 @runtime_checkable
@@ -74,6 +77,7 @@ class Settings:
     groups: Mapping[str, BreakerConfig]
     endpoints: Mapping[str, str]
     clock: Clock = field(default_factory=SystemClock)
+    name: str | None = None  # labels log lines, snapshots, events and rejections
 
     def for_group(self, group: str) -> BreakerConfig:
         return self.groups.get(group, self.default)
@@ -146,6 +150,15 @@ def _fraction(path: str, value: Any) -> float:
     return share
 
 
+def _name(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{path} must be a non-empty string, got {_describe(value)}")
+    # it is written into log lines: one printable line, or a log could be forged
+    if not value.strip() or not value.isprintable():
+        raise ValueError(f"{path} must be a non-empty string of printable text, got {value!r}")
+    return value
+
+
 def _window_type(path: str, value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{path} must be 'count' or 'time', got {_describe(value)}")
@@ -176,9 +189,21 @@ _KEYS: dict[str, tuple[str, _Check]] = {
     "lockoutDuration": ("lockout_duration", partial(_millis, allow_zero=True)),
     "shadowMode": ("shadow_mode", _bool),
 }
-_TOP_ONLY = ("groups", "endpoints", "clock")
+_TOP_ONLY = ("groups", "endpoints", "name", "clock")
 _DEFAULTS = BreakerConfig()
 _ROOT = "options['circuitBreaker']"
+# The keys whose milliseconds are easily mistaken for seconds, and the shortest time
+# that any of them plausibly means.
+_DURATIONS = (
+    "resetTimeout",
+    "maxResetTimeout",
+    "slowCallDuration",
+    "slidingWindowDuration",
+    "lockoutDuration",
+)
+_PLAUSIBLE_MS = 1000
+# (key path, value) pairs already warned about in this process
+_warned: set[tuple[str, float]] = set()
 
 assert {f for f, _ in _KEYS.values()} == {f.name for f in fields(BreakerConfig)}
 
@@ -189,6 +214,25 @@ def _unknown(path: str, key: object, value: Any, valid: list[str]) -> Exception:
     hint = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
     return ValueError(f"unknown key {path}[{key!r}] = {value!r}{suggestion}")
+
+
+def _warn_units(path: str, raw: Mapping[Any, Any]) -> None:
+    """Warn, once per key path and value, about a duration that looks like seconds."""
+    for key in _DURATIONS:
+        value = raw.get(key)
+        where = f"{path}[{key!r}]"
+        # None (off) and lockoutDuration 0 (no lockout) are no durations; values are valid
+        if not value or value >= _PLAUSIBLE_MS or (where, value) in _warned:
+            continue
+        _warned.add((where, value))
+        logger.warning(
+            "%s = %r means %r ms (durations are milliseconds); for %r seconds, write %s",
+            where,
+            value,
+            value,
+            value,
+            f"{value * 1000:.12g}",
+        )
 
 
 def _mapping(path: str, value: Any) -> Mapping[Any, Any]:
@@ -242,6 +286,9 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
     groups_raw = _mapping(f"{_ROOT}['groups']", top.pop("groups", {}))
     moves_raw = _mapping(f"{_ROOT}['endpoints']", top.pop("endpoints", {}))
     clock = top.pop("clock", None)
+    name = _optional(_name, f"{_ROOT}['name']", top.pop("name", None))
+    # a test clock runs tests in short times on purpose: only real time is warned about
+    warn = clock is None
     if clock is None:
         clock = SystemClock()
     elif not isinstance(clock, Clock):
@@ -250,6 +297,8 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
         )
 
     default = _breaker_config(_ROOT, top, top=True)
+    if warn:
+        _warn_units(_ROOT, top)
 
     moves: dict[str, str] = {}
     for path, group in moves_raw.items():
@@ -262,16 +311,19 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
 
     known_groups = sorted({*endpoints.values(), *moves.values()})
     groups: dict[str, BreakerConfig] = {}
-    for name, override in groups_raw.items():
+    for group, override in groups_raw.items():
         where = f"{_ROOT}['groups']"
-        if name not in known_groups:
-            raise _unknown(where, name, override, known_groups)
-        merged = {**top, **_mapping(f"{where}[{name!r}]", override)}
+        if group not in known_groups:
+            raise _unknown(where, group, override, known_groups)
+        override = _mapping(f"{where}[{group!r}]", override)
+        merged = {**top, **override}
         for key in _TOP_ONLY:
             if key in merged:
-                raise ValueError(f"{where}[{name!r}][{key!r}] is only valid at the top level")
-        groups[name] = _breaker_config(f"{where}[{name!r}]", merged, top=False)
+                raise ValueError(f"{where}[{group!r}][{key!r}] is only valid at the top level")
+        groups[group] = _breaker_config(f"{where}[{group!r}]", merged, top=False)
+        if warn:  # only the keys the group writes: the inherited ones were warned about
+            _warn_units(f"{where}[{group!r}]", override)
     # validated even when off, so a typo does not wait for the day breakers are turned on
     if not default.enabled:
         return None
-    return Settings(default=default, groups=groups, endpoints=moves, clock=clock)
+    return Settings(default=default, groups=groups, endpoints=moves, clock=clock, name=name)

@@ -29,7 +29,7 @@ from typing import Any, cast
 import aiohttp
 import ccxt
 
-__all__ = ["CircuitOpenError", "Verdict", "rejection", "verdict"]
+__all__ = ["CircuitOpenError", "Verdict", "label", "rejection", "verdict"]
 
 
 class Verdict(enum.Enum):
@@ -42,6 +42,14 @@ class Verdict(enum.Enum):
 
 _TRANSPORT = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
+_Fields = tuple[str, str | None, float | None, dict[str, str] | None, str]
+_NamedFields = tuple[str, str | None, float | None, dict[str, str] | None, str, str]
+
+
+def label(exchange_id: str, name: str | None) -> str:
+    """How log lines and messages name an exchange: ``kraken``, or ``kraken[name]``."""
+    return f"{exchange_id}[{name}]" if name else exchange_id
+
 
 class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt is untyped
     """A circuit refused a call; no request of that call reached the network.
@@ -53,7 +61,9 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
     # The fields live in ``args`` and are read through properties, so that a breaker can
     # build a rejection with BaseException.__new__ alone: running a Python __init__ costs
     # about a quarter of a whole rejection.
-    args: tuple[str, str | None, float | None, dict[str, str] | None, str]
+    # A sixth field, ``name``, is there only when the breakers were given one, so that
+    # the five-field ``args`` of an unnamed rejection stay exactly as they always were.
+    args: _Fields | _NamedFields
 
     def __init__(
         self,
@@ -62,8 +72,10 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         retry_after: float | None = None,
         last_error: dict[str, str] | None = None,
         exchange_id: str = "kraken",
+        name: str | None = None,
     ) -> None:
-        self.args = (group, endpoint, retry_after, last_error, exchange_id)
+        fields: _Fields = (group, endpoint, retry_after, last_error, exchange_id)
+        self.args = fields if name is None else (*fields, name)
 
     @property
     def group(self) -> str:
@@ -91,6 +103,11 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         """The ccxt id of the exchange whose circuit is open."""
         return self.args[4]
 
+    @property
+    def name(self) -> str | None:
+        """The ``name`` the breakers were configured with, if any."""
+        return self.args[5] if len(self.args) == 6 else None
+
     # Built on demand: a bot that rejects thousands of calls a second rarely prints them.
     def __str__(self) -> str:
         what = f"{self.endpoint} was not sent" if self.endpoint else "the call was not made"
@@ -102,8 +119,8 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         error = self.last_error
         cause = f"; opened by {error['type']}: {error['message']}" if error else ""
         return (
-            f"{self.exchange_id} circuit {self.group!r} is open: {what}, so it is safe to "
-            f"retry; {when}{cause}"
+            f"{label(self.exchange_id, self.name)} circuit {self.group!r} is open: {what}, "
+            f"so it is safe to retry; {when}{cause}"
         )
 
     def __repr__(self) -> str:
@@ -113,10 +130,11 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
         return (type(self), self.args)
 
 
-# Builds a CircuitOpenError from its five fields without running __init__ (see ``args``);
-# a partial of a C function, so it adds no Python frame either.
+# Builds a CircuitOpenError from its fields (five, or six with a name) without running
+# __init__ (see ``args``); a partial of a C function, so it adds no Python frame either.
 rejection = cast(
-    "Callable[[str, str | None, float | None, dict[str, str] | None, str], CircuitOpenError]",
+    "Callable[[str, str | None, float | None, dict[str, str] | None, str, *tuple[str, ...]], "
+    "CircuitOpenError]",
     functools.partial(BaseException.__new__, CircuitOpenError),
 )
 

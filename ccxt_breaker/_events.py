@@ -30,7 +30,7 @@ class StateChanged:
 
     ``reason`` says why in words; ``cause`` summarises the error behind an opening
     (``{type, message}``); ``retry_after`` is as in ``breaker.retry_after`` just after
-    the change; ``time`` is epoch seconds.
+    the change; ``time`` is epoch seconds; ``name`` is the configured ``name``, if any.
     """
 
     group: str
@@ -40,11 +40,15 @@ class StateChanged:
     cause: dict[str, str] | None
     retry_after: float | None
     time: float
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CallRejected:
-    """A call was refused without being sent (or, with ``shadow``, would have been)."""
+    """A call was refused without being sent (or, with ``shadow``, would have been).
+
+    ``name`` is the configured ``name``, if any.
+    """
 
     group: str
     endpoint: str | None
@@ -52,6 +56,7 @@ class CallRejected:
     retry_after: float | None
     shadow: bool
     time: float
+    name: str | None = None
 
 
 Event = StateChanged | CallRejected

@@ -31,22 +31,63 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-from collections.abc import Mapping
+import re
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ccxt
 import ccxt.async_support
 from ccxt.async_support.base.exchange import Exchange
+from ccxt.base.exchange import Exchange as _SyncExchange
 
 from ._breaker import Counters
 from ._config import parse_settings
-from ._errors import CircuitOpenError, Verdict, verdict
+from ._errors import CircuitOpenError, Verdict, label, verdict
 from ._kraken import endpoint_table, is_outage, named_limit
 from ._registry import BreakerRegistry, Route
 
-__all__ = ["BreakerMixin", "install", "kraken", "uninstall"]
+__all__ = ["BreakerMixin", "CcxtVersionWarning", "install", "kraken", "uninstall"]
 
 logger = logging.getLogger("ccxt_breaker")
+
+# The ccxt versions this package supports: pyproject.toml's requirement is
+# f"ccxt>={_CCXT_OLDEST},<{_CCXT_BELOW}" and .ci/run tests _CCXT_OLDEST and the newest
+# release below _CCXT_BELOW; tests/test_version_check.py keeps the three in step.
+_CCXT_OLDEST = "4.5.0"
+_CCXT_BELOW = "4.6"
+
+
+class CcxtVersionWarning(UserWarning):
+    """The running ccxt is outside the range this package is tested on."""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``'4.5.90'`` -> ``(4, 5, 90)``, missing parts as 0; ``()``, below every bound, when
+    the version cannot be read."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    return () if match is None else tuple(int(part or 0) for part in match.groups())
+
+
+def _check_ccxt_version() -> None:
+    """Warn (:class:`CcxtVersionWarning`) when the running ccxt is outside the range: the
+    seam relies on ccxt's internals, so it checks when it is first imported."""
+    running = str(getattr(ccxt, "__version__", "unknown"))
+    if _release(_CCXT_OLDEST) <= _release(running) < _release(_CCXT_BELOW):
+        return
+    warnings.warn(
+        f"ccxt_breaker supports ccxt>={_CCXT_OLDEST},<{_CCXT_BELOW} (CI runs {_CCXT_OLDEST} and "
+        f"the newest release below {_CCXT_BELOW}), but ccxt {running} is running: the hook "
+        "relies on ccxt's internals, so calls may go unguarded or break. Install a supported "
+        f"ccxt: pip install 'ccxt>={_CCXT_OLDEST},<{_CCXT_BELOW}'",
+        CcxtVersionWarning,
+        stacklevel=2,
+    )
+
+
+_check_ccxt_version()
 
 _CREDENTIALS = ("apiKey", "secret", "password", "uid", "login", "privateKey", "token", "twofa")
 _SIGNING_HEADERS = ("API-Key", "API-Sign")
@@ -304,7 +345,7 @@ def _judge_error(
                 logger.warning(
                     "%s %s: invalid nonce (not counted; Kraken locks keys out on repeated "
                     "bad nonces, check the nonce source and clock)",
-                    breaker.exchange_id,
+                    breaker._scrub(label(breaker.exchange_id, breaker.name)),
                     breaker.group,
                 )
             breaker._settle(permit, call.counters, started, kind)
@@ -335,6 +376,10 @@ class kraken(BreakerMixin, ccxt.async_support.kraken):  # type: ignore[misc]
 
 _GUARDED: dict[type, type] = {}
 _MARK = "__ccxt_breaker_original__"
+_WARNED: weakref.WeakSet[type] = weakref.WeakSet()  # classes already warned about
+_WARNED_LOCK = threading.Lock()  # sync ccxt may be built from several threads
+# a ccxt exchange class's own module: ccxt.kraken, ccxt.async_support.binance, ccxt.pro.okx
+_CCXT_CLASS_MODULE = re.compile(r"ccxt\.(?:async_support\.|pro\.)?\w+")
 
 
 def _guarded(cls: type) -> type:
@@ -349,6 +394,109 @@ def _guarded(cls: type) -> type:
     return guarded
 
 
+def _attach(exchange: Any) -> None:
+    """Give a plain ccxt Kraken instance built with the flag its breakers."""
+    raw = _raw_option(exchange)
+    if raw is None or raw is False or isinstance(exchange, BreakerMixin):
+        return
+    registry = _build_registry(exchange, raw, default_on=False)
+    if registry is not None:
+        exchange.__class__ = _guarded(type(exchange))
+        exchange._circuit_breakers = registry
+
+
+def _ccxt_name(cls: type, sync: bool) -> str:
+    """How a user knows ``cls``: ``ccxt.kraken (sync)``, ``ccxt.pro.binance``, or
+    ``bot.Bot (a ccxt.kraken subclass, sync)``."""
+    flavour = ", sync" if sync else ""
+    for base in cls.__mro__:
+        module = base.__module__
+        if _CCXT_CLASS_MODULE.fullmatch(module) and module.endswith("." + base.__name__):
+            if base is cls:
+                return f"{module} (sync)" if sync else module
+            return f"{cls.__module__}.{cls.__qualname__} (a {module} subclass{flavour})"
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return f"{name} (sync)" if sync else name
+
+
+def _warn_unguarded(exchange: Any) -> None:
+    """Log once per class when the flag is set on an exchange that gets no breakers from
+    it: sync ccxt, or an exchange other than Kraken."""
+    raw = _raw_option(exchange)
+    if raw is None or raw is False:
+        return
+    if isinstance(raw, Mapping) and raw.get("enabled", True) is False:
+        return
+    if isinstance(exchange, (ccxt.async_support.kraken, BreakerMixin)):
+        return  # the kraken hook (or the drop-in class) handles it
+    cls = type(exchange)
+    with _WARNED_LOCK:
+        if cls in _WARNED:
+            return
+        _WARNED.add(cls)
+    sync = not isinstance(exchange, Exchange)
+    name = _ccxt_name(cls, sync)
+    guarded = "ccxt.async_support.kraken and ccxt.pro.kraken"
+    if isinstance(exchange, ccxt.kraken):  # sync kraken: async kraken would be guarded
+        advice = (
+            f"ccxt_breaker guards {guarded} only; sync support is planned. Build the "
+            "exchange from ccxt.async_support.kraken (or ccxt_breaker.kraken) to get breakers"
+        )
+    elif sync:
+        advice = (
+            f"ccxt_breaker guards Kraken's async clients only ({guarded}). Remove the flag "
+            "from this exchange's config"
+        )
+    else:
+        advice = (
+            f"ccxt_breaker guards Kraken only ({guarded}). Remove the flag from this "
+            "exchange's config, or guard its calls with a ccxt_breaker.CircuitBreaker of "
+            "your own (call(), @guard or async with)"
+        )
+    logger.warning(
+        "%s gets no circuit breakers although options['circuitBreaker'] is set: %s",
+        name,
+        advice,
+    )
+
+
+def _construction_root() -> type:
+    """The ccxt class that defines ``after_construct`` for every exchange, sync, async and
+    pro: ``ccxt.base.exchange.Exchange`` in ccxt 4.5.0, its ``BaseExchange`` later."""
+    mro: tuple[type, ...] = _SyncExchange.__mro__
+    return next(cls for cls in mro if "after_construct" in vars(cls))
+
+
+def _patch(cls: type, then: Callable[[Any], None]) -> None:
+    """Make ``cls``'s ``after_construct`` run ``then(self)`` after its own; once."""
+    original = cls.__dict__.get("after_construct")
+    if _MARK in getattr(original, "__dict__", {}):
+        return
+    owner: Any = cls  # (mypy cannot follow a type through super())
+
+    def after_construct(self: Any, *args: Any, **kwargs: Any) -> None:
+        if original is None:
+            super(owner, self).after_construct(*args, **kwargs)
+        else:
+            original(self, *args, **kwargs)
+        then(self)
+
+    setattr(after_construct, _MARK, original)
+    setattr(cls, "after_construct", after_construct)  # noqa: B010  # cls is only a type
+
+
+def _unpatch(cls: type) -> None:
+    """Put back exactly what :func:`_patch` found on ``cls``."""
+    patched = cls.__dict__.get("after_construct")
+    if patched is None or _MARK not in getattr(patched, "__dict__", {}):
+        return
+    original = getattr(patched, _MARK)
+    if original is None:
+        delattr(cls, "after_construct")
+    else:
+        setattr(cls, "after_construct", original)  # noqa: B010
+
+
 def install() -> None:
     """Make ``ccxt.async_support.kraken``, ``ccxt.pro.kraken`` and their subclasses honour
     the ``options['circuitBreaker']`` flag. Idempotent; :func:`uninstall` reverses it.
@@ -356,37 +504,15 @@ def install() -> None:
     An instance built with the flag gets breakers by becoming an instance of a subclass
     of its own class (``isinstance`` checks keep passing), made while ccxt constructs it;
     one built without it is untouched, so it pays nothing.
+
+    Any other ccxt class built with the flag (sync ``ccxt.kraken``, another exchange)
+    gets no breakers, and one WARNING per class on the ``ccxt_breaker`` logger says so.
     """
-    cls = ccxt.async_support.kraken
-    if _MARK in getattr(cls.__dict__.get("after_construct"), "__dict__", {}):
-        return
-    original = cls.__dict__.get("after_construct")
-
-    def after_construct(self: Any, *args: Any, **kwargs: Any) -> None:
-        if original is None:
-            super(cls, self).after_construct(*args, **kwargs)
-        else:
-            original(self, *args, **kwargs)
-        raw = _raw_option(self)
-        if raw is None or raw is False or isinstance(self, BreakerMixin):
-            return
-        registry = _build_registry(self, raw, default_on=False)
-        if registry is not None:
-            self.__class__ = _guarded(type(self))
-            self._circuit_breakers = registry
-
-    setattr(after_construct, _MARK, original)
-    cls.after_construct = after_construct
+    _patch(ccxt.async_support.kraken, _attach)
+    _patch(_construction_root(), _warn_unguarded)
 
 
 def uninstall() -> None:
     """Undo :func:`install`; instances that already have breakers keep them."""
-    cls = ccxt.async_support.kraken
-    patched = cls.__dict__.get("after_construct")
-    if patched is None or _MARK not in getattr(patched, "__dict__", {}):
-        return
-    original = getattr(patched, _MARK)
-    if original is None:
-        del cls.after_construct
-    else:
-        cls.after_construct = original
+    _unpatch(ccxt.async_support.kraken)
+    _unpatch(_construction_root())

@@ -151,7 +151,7 @@ class Machine:
         self.in_flight = 0  # probes out while half-open
         self.open_until = 0.0
         self.opened_at: float | None = None
-        self.reopen_count = 0  # opens since the circuit last closed
+        self.reopen_count = 0  # re-opens since the circuit last closed: 0 on the first open
         self.reason = "created"  # why the last transition happened, in words
         self._window = self._new_window()
 
@@ -286,8 +286,10 @@ class Machine:
         return max(base, min(grown * (1 + jitter), cap))
 
     def _open(self, now: float, reason: str, until: float = 0.0) -> Transition:
+        # an open from closed is the first (closing zeroed the count); any other re-opens
+        if self.state is not CLOSED:
+            self.reopen_count += 1
         self.open_until = max(now + self._open_time(), until)
-        self.reopen_count += 1
         self.opened_at = now
         return self._enter(OPEN, reason)
 

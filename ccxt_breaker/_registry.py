@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._breaker import CircuitBreaker, Counters
-from ._config import Clock, Settings, SystemClock
+from ._config import _ROOT, Clock, Settings, SystemClock
 from ._events import Listener
 from ._kraken import DEFAULT_GROUPS, SCOPES, section_default
 from ._machine import CLOSED
@@ -68,13 +68,19 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         self._group_of = {path: moves.get(path, group) for path, (_, group, _) in table.items()}
         names = [*DEFAULT_GROUPS, *sorted(set(self._group_of.values()) - set(DEFAULT_GROUPS))]
         self._clock: Clock = settings.clock if settings else SystemClock()
+        self._name = settings.name if settings else None
         self._breakers: dict[str, CircuitBreaker] = {}
         if settings is not None:
-            for name in names:
-                config = settings.for_group(name)
+            for group in names:
+                config = settings.for_group(group)
                 if config.enabled:
-                    self._breakers[name] = CircuitBreaker(
-                        name, config, clock=self._clock, exchange_id=exchange_id, scrub=self._scrub
+                    self._breakers[group] = CircuitBreaker(
+                        group,
+                        config,
+                        clock=self._clock,
+                        exchange_id=exchange_id,
+                        scrub=self._scrub,
+                        name=self._name,
                     )
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():
@@ -107,7 +113,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     def __repr__(self) -> str:
         states = ", ".join(f"{name}={b.state.value}" for name, b in self._breakers.items())
-        return f"<BreakerRegistry {states}>"
+        return f"<BreakerRegistry {states}>" if states else "<BreakerRegistry>"
 
     # --- inspection ----------------------------------------------------------------
 
@@ -159,7 +165,18 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         return route
 
     def _adopt(self, owner: Any) -> None:
-        """Count ``owner`` among the exchanges whose secrets are scrubbed from messages."""
+        """Count ``owner`` among the exchanges whose secrets are scrubbed from messages.
+
+        The breakers' ``name`` is written into rejections unscrubbed (scrubbing there would
+        double the cost of a refusal), so it may not hold a credential of any owner.
+        """
+        name = self._name
+        if name is not None and any(secret in name for secret in self._credentials(owner)):
+            # the value is not repeated here: it holds a credential
+            raise ValueError(
+                f"{_ROOT}['name'] must not contain a credential of the exchange: it labels "
+                "log lines, snapshots, events and errors"
+            )
         self._owners.add(owner)
 
     def _scrub(self, message: str) -> str:

@@ -1,7 +1,10 @@
 """Turn breakers on in an existing bot from its config, without touching its ccxt calls.
 
 ``ccxt_breaker.install()`` runs once at start-up; the bot keeps building plain
-``ccxt.async_support.kraken`` from a config file, which now carries the flag.
+``ccxt.async_support.kraken`` from a config file, which now carries the flag.  Kraken then
+answers an order with ``EOrder:Rate limit exceeded``: a limit the exchange names, which
+opens the trading circuit at its first occurrence, whatever ``failureThreshold`` says (the
+default, 5, here).  The breaker's warning lands in the bot's own log.
 Runs offline against the embedded Kraken simulator: ``python examples/existing_bot_flag.py``.
 """
 
@@ -9,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 
 import ccxt.async_support
 
 import ccxt_breaker
 from ccxt_breaker.testing import Fault, KrakenSimulator
 
-# What a bot's JSON config (e.g. freqtrade's "ccxt_async_config") would hold.
+# What a bot's JSON config (e.g. freqtrade's "ccxt_async_config") would hold; every
+# setting left out keeps its default (failureThreshold: 5 failures in a row).
 BOT_CONFIG = json.loads("""
 {
   "options": {
-    "circuitBreaker": {
-      "failureThreshold": 3,
-      "resetTimeout": 1000,
-      "groups": {"trading": {"failureThreshold": 1}}
-    }
+    "circuitBreaker": {"resetTimeout": 1000}
   }
 }
 """)
@@ -45,6 +47,8 @@ async def existing_bot(config: dict[str, object]) -> None:
 
 
 async def main() -> None:
+    # the bot's own logging, which the breakers' transitions join
+    logging.basicConfig(stream=sys.stdout, format="log: %(levelname)s %(name)s: %(message)s")
     ccxt_breaker.install()  # once, at start-up
     async with KrakenSimulator() as sim:
         sim.faults.add(Fault.kraken_error("EOrder:Rate limit exceeded"), endpoint="AddOrder")

@@ -15,6 +15,7 @@ PUBLIC = {
         "BreakerConfig",
         "BreakerRegistry",
         "CallRejected",
+        "CcxtVersionWarning",
         "CircuitBreaker",
         "CircuitOpenError",
         "CircuitState",
@@ -50,16 +51,18 @@ PUBLIC = {
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_exported_members(name: str) -> None:
-    """A public module's __all__ is exactly these names, sorted; a change here is a change
-    for users."""
+    """A public module's __all__ is exactly these names, sorted."""
+    # a change here is a change for users
     assert importlib.import_module(name).__all__ == PUBLIC[name]
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_nothing_private_leaks(name: str) -> None:
-    """Every public name a module holds is in its __all__ (submodules aside), and every name
-    in __all__ is really there: imports and helpers stay underscored."""
+    """Every public name a module holds is in its __all__, and every name in __all__ exists."""
+    # submodules aside: imports and helpers stay underscored
     module = importlib.import_module(name)
+    for key in module.__all__:  # names a module imports on first use are then in vars()
+        getattr(module, key)
     held = {
         key
         for key, value in vars(module).items()
@@ -71,8 +74,8 @@ def test_nothing_private_leaks(name: str) -> None:
 
 
 def test_protocol_methods_are_private() -> None:
-    """The hook's protocol with the breaker and the registry is not public API: users have
-    call(), guard(), async with, state, snapshot() and the steering methods."""
+    """The hook's protocol with the breaker and the registry is not public API."""
+    # users have call(), guard(), async with, state, snapshot() and the steering methods
     public = {
         cls.__name__: sorted(m for m in vars(cls) if not m.startswith("_"))
         for cls in (ccxt_breaker.CircuitBreaker, ccxt_breaker.BreakerRegistry)
@@ -88,6 +91,7 @@ def test_protocol_methods_are_private() -> None:
             "guard",
             "last_error",
             "last_failure_time",
+            "name",
             "remove_listener",
             "reset",
             "retry_after",
@@ -117,9 +121,14 @@ def test_error_fits_ccxts_hierarchy() -> None:
     assert issubclass(ccxt_breaker.CircuitOpenError, ccxt.NetworkError)
 
 
+def test_version_warning_is_a_user_warning() -> None:
+    """CcxtVersionWarning is a UserWarning: shown by default, caught by UserWarning filters."""
+    assert issubclass(ccxt_breaker.CcxtVersionWarning, UserWarning)
+
+
 def test_the_core_imports_nothing_from_testing() -> None:
-    """`import ccxt_breaker` loads neither the simulator nor aiohttp's server: the test
-    support is imported only by those who ask for it."""
+    """`import ccxt_breaker` loads neither the simulator nor aiohttp's server."""
+    # the test support is imported only by those who ask for it
     import subprocess
     import sys
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 import ccxt_breaker
+from ccxt_breaker import _config
 from ccxt_breaker._config import SystemClock, parse_settings
 from ccxt_breaker._registry import MAX_LEARNED_ROUTES
 from ccxt_breaker.testing import FakeClock
@@ -189,7 +191,7 @@ GROUP_KEYS = (
     "slidingWindowSize, slidingWindowDuration, minimumNumberOfCalls, resetTimeoutMultiplier, "
     "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode"
 )
-VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, clock"
+VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, name, clock"
 GROUPS = f"{ROOT}['groups']"
 TRADING = f"{GROUPS}['trading']"
 NEVER_JUDGED = "the rate would never be judged"
@@ -261,6 +263,40 @@ NEVER_JUDGED = "the rate would never be judged"
             {"groups": {"trading": {"clock": None}}},
             ValueError,
             f"{TRADING}['clock'] is only valid at the top level",
+        ),
+        (
+            {"groups": {"trading": {"name": "market-maker"}}},
+            ValueError,
+            f"{TRADING}['name'] is only valid at the top level",
+        ),
+        # the name: one line of text, since it labels log lines
+        ({"name": 5}, TypeError, f"{ROOT}['name'] must be a non-empty string, got 5 (int)"),
+        (
+            {"name": b"mm"},
+            TypeError,
+            f"{ROOT}['name'] must be a non-empty string, got b'mm' (bytes)",
+        ),
+        (
+            {"name": ""},
+            ValueError,
+            f"{ROOT}['name'] must be a non-empty string of printable text, got ''",
+        ),
+        (
+            {"name": "  "},
+            ValueError,
+            f"{ROOT}['name'] must be a non-empty string of printable text, got '  '",
+        ),
+        (
+            {"name": "mm\nkraken circuit 'private' open -> closed"},
+            ValueError,
+            f"{ROOT}['name'] must be a non-empty string of printable text, "
+            "got \"mm\\nkraken circuit 'private' open -> closed\"",
+        ),
+        # checked even when off, like every other key
+        (
+            {"enabled": False, "name": 7},
+            TypeError,
+            f"{ROOT}['name'] must be a non-empty string, got 7 (int)",
         ),
         (
             {"endpoints": {"Tickr": "public"}},
@@ -482,6 +518,162 @@ def test_clock_is_the_system_clock_unless_one_is_given() -> None:
     default = parse_settings({}, endpoints={}, default_on=True)
     given = parse_settings({"clock": clock}, endpoints={}, default_on=True)
     assert (type(default.clock), given.clock) == (SystemClock, clock)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ({}, None),
+        ({"name": None}, None),
+        ({"name": "market-maker"}, "market-maker"),
+        ({"name": " arb bot #2 "}, " arb bot #2 "),
+        ({"name": "é"}, "é"),
+    ],
+)
+def test_name_is_optional_text(raw: dict[str, Any], name: str | None) -> None:
+    """The top-level name is None unless set, and kept as written; every breaker has it."""
+    settings = parse_settings(raw, endpoints={}, default_on=True)
+    assert settings is not None
+    assert settings.name == name
+    breakers = build(**raw).circuit_breakers
+    assert {b.name for b in breakers.values()} == {name}
+
+
+@pytest.mark.parametrize(
+    ("credentials", "name"),
+    [
+        ({"apiKey": "KEY-market-maker"}, "KEY-market-maker"),
+        ({"secret": "c2VjcmV0LXNlY3JldA=="}, "bot c2VjcmV0LXNlY3JldA== 1"),
+        ({"password": "hunter22"}, "hunter22"),
+    ],
+)
+def test_name_holding_a_credential_fails_at_construction(
+    credentials: dict[str, str], name: str
+) -> None:
+    """A name holding an exchange credential fails at construction, without repeating it."""
+    with pytest.raises(ValueError, match="credential") as caught:
+        ccxt_breaker.kraken({**credentials, "options": {"circuitBreaker": {"name": name}}})
+    assert str(caught.value) == (
+        f"{ROOT}['name'] must not contain a credential of the exchange: it labels log lines, "
+        "snapshots, events and errors"
+    )
+
+
+def test_name_beside_credentials_is_accepted() -> None:
+    """A name that holds no credential is kept, whatever the keys."""
+    # a short value (under four characters, never a real credential) does not count
+    exchange = ccxt_breaker.kraken(
+        {
+            "apiKey": "KEY-abcdef",
+            "secret": "c2VjcmV0",
+            "password": "mm",
+            "options": {"circuitBreaker": {"name": "mm-KEY-abc"}},
+        }
+    )
+    assert exchange.circuit_breakers["private"].name == "mm-KEY-abc"
+
+
+# --- durations that look like seconds ---------------------------------------------------
+
+
+@pytest.fixture
+def warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that has warned about no duration yet."""
+    monkeypatch.setattr(_config, "_warned", set())
+
+
+KRAKEN_GROUPS = {"AddOrder": "trading", "Earn/Allocate": "earn"}
+
+
+def unit_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
+    return [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+
+
+def seconds_warning(path: str, value: str, millis: str) -> tuple[str, int, str]:
+    return (
+        "ccxt_breaker",
+        logging.WARNING,
+        f"{path} = {value} means {value} ms (durations are milliseconds); "
+        f"for {value} seconds, write {millis}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"resetTimeout": 30}, [(f"{ROOT}['resetTimeout']", "30", "30000")]),
+        ({"resetTimeout": 999.5}, [(f"{ROOT}['resetTimeout']", "999.5", "999500")]),
+        ({"resetTimeout": 0.1}, [(f"{ROOT}['resetTimeout']", "0.1", "100")]),
+        (
+            {"maxResetTimeout": 300, "resetTimeout": 5},
+            [
+                (f"{ROOT}['resetTimeout']", "5", "5000"),
+                (f"{ROOT}['maxResetTimeout']", "300", "300000"),
+            ],
+        ),
+        # a later key warns when an earlier one is fine
+        (
+            {"resetTimeout": 1000, "slowCallDuration": 2},
+            [(f"{ROOT}['slowCallDuration']", "2", "2000")],
+        ),
+        ({"slidingWindowDuration": 60}, [(f"{ROOT}['slidingWindowDuration']", "60", "60000")]),
+        ({"lockoutDuration": 900}, [(f"{ROOT}['lockoutDuration']", "900", "900000")]),
+        # a group warns about the keys it writes, under its own path, and not about inherited ones
+        (
+            {"resetTimeout": 20, "groups": {"trading": {"maxResetTimeout": 40}, "earn": {}}},
+            [
+                (f"{ROOT}['resetTimeout']", "20", "20000"),
+                (f"{TRADING}['maxResetTimeout']", "40", "40000"),
+            ],
+        ),
+        # a second breaker, or the same value elsewhere, warns no more than the first
+        (
+            {"resetTimeout": 30, "groups": {"trading": {"resetTimeout": 30}}},
+            [
+                (f"{ROOT}['resetTimeout']", "30", "30000"),
+                (f"{TRADING}['resetTimeout']", "30", "30000"),
+            ],
+        ),
+        # one second or more, an unset window, no lockout: nothing to warn about
+        ({"resetTimeout": 1000, "maxResetTimeout": 1000, "slowCallDuration": 1000}, []),
+        ({"slidingWindowDuration": 1000, "lockoutDuration": 1000}, []),
+        ({"slowCallDuration": None, "lockoutDuration": 0}, []),
+        ({}, []),
+    ],
+)
+def test_durations_under_a_second_warn_once(
+    warned: None,
+    caplog: pytest.LogCaptureFixture,
+    raw: dict[str, Any],
+    expected: list[tuple[str, str, str]],
+) -> None:
+    """A duration under 1000 ms logs one WARNING, once per key and value for the process."""
+    # the WARNING names the key path and the millisecond value it may have meant
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(2):
+            parse_settings(raw, endpoints=KRAKEN_GROUPS, default_on=True)
+    assert unit_warnings(caplog) == [seconds_warning(*row) for row in expected]
+
+
+def test_another_value_of_a_key_warns_again(warned: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Once per key and value: another short value of the same key warns too."""
+    with caplog.at_level(logging.WARNING):
+        for value in (30, 60, 30):
+            parse_settings({"resetTimeout": value}, endpoints={}, default_on=True)
+    assert unit_warnings(caplog) == [
+        seconds_warning(f"{ROOT}['resetTimeout']", "30", "30000"),
+        seconds_warning(f"{ROOT}['resetTimeout']", "60", "60000"),
+    ]
+
+
+def test_a_test_clock_silences_the_unit_warning(
+    warned: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a clock key set (tests run on short times on purpose), nothing is warned."""
+    raw = {"resetTimeout": 30, "groups": {"trading": {"lockoutDuration": 5}}}
+    with caplog.at_level(logging.DEBUG):
+        parse_settings({**raw, "clock": FakeClock()}, endpoints={"X": "trading"}, default_on=True)
+    assert unit_warnings(caplog) == []
 
 
 def test_instances_sharing_a_config_keep_their_own_state() -> None:

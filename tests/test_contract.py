@@ -29,6 +29,7 @@ from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
 from .support import PLAIN_KEY, exchange_config, make_exchange, plain_exchange, until
 
 CAUSE = {"type": "Test", "message": "opened by the test"}
+HANG = 30.0  # bounds a wait that only a broken hook would leave hanging
 ORDER = {"pair": "XBTUSD", "type": "buy", "ordertype": "limit", "volume": "0.01", "price": "1"}
 
 Wrap = Callable[[Awaitable[Any]], Awaitable[Any]]
@@ -53,26 +54,45 @@ def half_open(exchange: Any, clock: FakeClock, group: str) -> None:
 
 
 async def test_cancelled_in_the_retry_delay_gives_the_probe_back(
-    sim: KrakenSimulator, clock: FakeClock
+    sim: KrakenSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Case 1: a call cancelled (by the bot's wait_for) while ccxt sleeps before a retry
-    gives back the half-open permit that the retry took, so the group is not stuck."""
+    """Case 1: a call cancelled in ccxt's delay before a retry gives back the probe it took."""
     config = exchange_config(sim, clock, failureThreshold=1, resetTimeout=1000)
-    config["timeout"] = 300
     config["options"].update(maxRetriesOnFailure=1, maxRetriesOnFailureDelay=60_000)
     exchange = ccxt_breaker.kraken(config)
     breaker = exchange.circuit_breakers["public"]
-    sim.faults.add(Fault.latency(2.0), endpoint="Time", times=1)
-    call = asyncio.ensure_future(asyncio.wait_for(exchange.publicGetTime(), 1.0))
-    await until(lambda: sim.count("Time") == 1)
+    # The first attempt hangs until the test lets it time out (what ccxt raises when its
+    # timeout expires), and ccxt's delay before the retry says when it has begun: no
+    # real-time timer decides the order of events.
+    attempt_out, give_up, in_delay = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    fetch, sleep = Exchange.fetch, Exchange.sleep
+
+    async def hanging_fetch(self: Any, url: str, *args: Any, **kwargs: Any) -> Any:
+        if "/Time" not in url or attempt_out.is_set():
+            return await fetch(self, url, *args, **kwargs)
+        attempt_out.set()
+        await give_up.wait()
+        raise ccxt.RequestTimeout(f"kraken GET {url}")
+
+    async def delay(self: Any, milliseconds: Any) -> Any:
+        in_delay.set()
+        return await sleep(self, milliseconds)  # a minute: the test cancels it first
+
+    monkeypatch.setattr(Exchange, "fetch", hanging_fetch)
+    monkeypatch.setattr(Exchange, "sleep", delay)
+    call = asyncio.ensure_future(exchange.publicGetTime())
+    await asyncio.wait_for(attempt_out.wait(), HANG)
     # While the attempt hangs, the group opens (another call fails) and its open time
     # passes: when the attempt times out, ccxt's retry takes the half-open probe.
     sim.faults.add(Fault.http(503), endpoint="Ticker", times=1)
     with pytest.raises(ccxt.ExchangeNotAvailable):
         await exchange.publicGetTicker()
     clock.advance(5.0)
-    with pytest.raises(TimeoutError):
-        await call
+    give_up.set()
+    await asyncio.wait_for(in_delay.wait(), HANG)
+    assert (breaker.state, breaker.snapshot()["half_open_in_flight"]) == ("half_open", 1)
+    with pytest.raises(TimeoutError):  # the bot's own wait_for expires in the delay
+        await asyncio.wait_for(call, 0)
     assert (breaker.state, breaker.snapshot()["half_open_in_flight"]) == ("half_open", 0)
     await exchange.publicGetTime()  # admitted as the probe
     assert breaker.snapshot()["half_open_in_flight"] == 0
@@ -83,10 +103,9 @@ async def test_cancelled_in_the_retry_delay_gives_the_probe_back(
 async def test_a_fetch_override_in_another_task_keeps_the_call_together(
     sim: KrakenSimulator, clock: FakeClock, wrap: Wrap
 ) -> None:
-    """Case 2: a fetch() override that awaits super().fetch() through shield, wait_for or a
-    task of its own keeps the call's attempts together: one AddOrder is sent, the caller
-    gets its error (not "was not sent, so it is safe to retry"), and the refusal of the
-    retry counts once."""
+    """Case 2: a fetch() override via shield, wait_for or its own task keeps a call together."""
+    # one AddOrder is sent, the caller gets its error (not "was not sent, so it is safe to retry"),
+    # and the refusal of the retry counts once
 
     class Bot(ccxt_breaker.kraken):
         async def fetch(self, *args: Any, **kwargs: Any) -> Any:
@@ -107,8 +126,7 @@ async def test_a_fetch_override_in_another_task_keeps_the_call_together(
 async def test_stacked_fetch_overrides_keep_the_call_together(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """Case 3: however many fetch() overrides a bot stacks, a refused retry is still known
-    to follow a sent attempt: the caller gets the sent attempt's error."""
+    """Case 3: under stacked fetch() overrides, a refused retry still raises the sent error."""
     cls: type = ccxt_breaker.kraken
     for _ in range(4):
 
@@ -139,8 +157,7 @@ def either(request: pytest.FixtureRequest, sim: KrakenSimulator, clock: FakeCloc
 async def test_a_patched_fetch2_stubs_the_implicit_methods(
     sim: KrakenSimulator, either: Any
 ) -> None:
-    """Case 4: mock.patch.object(exchange, "fetch2", AsyncMock) stubs every implicit call, as
-    in plain ccxt: nothing reaches the exchange with the bot's keys."""
+    """Case 4: patching fetch2 with an AsyncMock stubs every implicit call, as in plain ccxt."""
     stub = mock.AsyncMock(return_value={"error": [], "result": {"stubbed": True}})
     with mock.patch.object(either, "fetch2", stub):
         result = await either.privatePostBalance()
@@ -153,8 +170,7 @@ async def test_a_patched_fetch2_stubs_the_implicit_methods(
 
 
 async def test_a_patched_request_is_an_async_mock(sim: KrakenSimulator, either: Any) -> None:
-    """Case 6: mock.patch.object(exchange, "request") makes an AsyncMock, as in plain ccxt,
-    because request is an ordinary coroutine method, and the unified methods use it."""
+    """Case 6: patching request makes an AsyncMock, as in plain ccxt; unified methods use it."""
     with mock.patch.object(either, "request") as patched:
         assert isinstance(patched, mock.AsyncMock)
         patched.return_value = {"error": [], "result": {"unixtime": 1, "rfc1123": "x"}}
@@ -164,8 +180,7 @@ async def test_a_patched_request_is_an_async_mock(sim: KrakenSimulator, either: 
 
 
 async def test_a_copy_signs_with_its_own_key(sim: KrakenSimulator, clock: FakeClock) -> None:
-    """Case 5: a copy.copy of an exchange given another key signs with that key, not the
-    original's: its requests go out under its own account."""
+    """Case 5: a copy.copy given another key signs with that key, not the original's."""
     original = make_exchange(sim, clock)
     twin = copy.copy(original)
     twin.apiKey = PLAIN_KEY
@@ -189,8 +204,7 @@ def installed() -> Iterator[None]:
 async def test_under_install_a_bots_overrides_run_around_the_hook(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """Case 7: under install(), a bot's own fetch2() override sees refused calls, and its
-    fetch() override sees refused attempts, as the README promises."""
+    """Case 7: under install(), a bot's fetch2() and fetch() overrides see refused calls."""
     calls: list[str] = []
     attempts: list[str] = []
 
@@ -210,7 +224,8 @@ async def test_under_install_a_bots_overrides_run_around_the_hook(
                 raise
 
     config = exchange_config(sim, clock, failureThreshold=1)
-    config.update(enableRateLimit=True, rateLimit=200)
+    # the next token is a minute away: the test hands out the ones it needs
+    config.update(enableRateLimit=True, rateLimit=60_000)
     exchange = Bot(config)
     assert isinstance(exchange, BreakerMixin)
     sim.faults.add(Fault.http(503), endpoint="Time", times=1)
@@ -219,10 +234,13 @@ async def test_under_install_a_bots_overrides_run_around_the_hook(
     with pytest.raises(ccxt_breaker.CircuitOpenError):  # refused before the queue
         await exchange.publicGetTime()
     exchange.circuit_breakers["public"].reset()
+    exchange.throttler.config["tokens"] = 0  # one token: the first goes, the second waits
     first = asyncio.ensure_future(exchange.publicGetTime())
     queued = asyncio.ensure_future(exchange.publicGetTime())
-    await until(lambda: sim.count("Time") == 2)  # the first went out; the second waits
+    await until(lambda: sim.count("Time") == 2)  # the first went out
+    assert len(exchange.throttler.queue) == 1  # the second waits in ccxt's queue
     exchange.circuit_breakers["public"].force_open()
+    exchange.throttler.config.update(capacity=1e9, refillRate=1e9)  # let the queue out
     await first
     with pytest.raises(ccxt_breaker.CircuitOpenError):  # refused after the queue
         await queued
@@ -234,8 +252,8 @@ async def test_under_install_a_bots_overrides_run_around_the_hook(
 async def test_a_sent_calls_error_does_not_claim_it_was_not_sent(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """Case 8: when the retry of a sent order is refused, the order's error carries the
-    __context__ plain ccxt gives it, never a CircuitOpenError saying "was not sent"."""
+    """Case 8: a sent order whose retry is refused raises plain ccxt's error, never "not sent"."""
+    # with the __context__ plain ccxt gives it, never a CircuitOpenError saying "was not sent"
     config = exchange_config(sim, clock, failureThreshold=1)
     config["options"]["maxRetriesOnFailure"] = 2
     guarded = ccxt_breaker.kraken(config)
@@ -255,8 +273,7 @@ async def test_a_sent_calls_error_does_not_claim_it_was_not_sent(
 async def test_a_request_wrapped_at_start_up_still_refuses_before_the_queue(
     sim: KrakenSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Case 9: a bot that wraps exchange.request at start-up, while every circuit is closed,
-    still has refused calls refused before ccxt's rate-limit queue."""
+    """Case 9: with request wrapped at start-up, calls are still refused before the queue."""
     queued: list[Any] = []
     throttle = Exchange.throttle
 
@@ -285,8 +302,7 @@ async def test_a_request_wrapped_at_start_up_still_refuses_before_the_queue(
 async def test_a_call_closed_from_another_context_at_shutdown(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """Case 11: a pending call whose coroutine is closed from another context (what a
-    shutdown does to a bot's pending fetch) ends quietly and gives its probe back."""
+    """Case 11: a call closed from another context at shutdown ends quietly, probe given back."""
     exchange = make_exchange(sim, clock)
     half_open(exchange, clock, "public")
     gate = Fault.hold()

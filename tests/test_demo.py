@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from ccxt_breaker.__main__ import main
 from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET
-from ccxt_breaker.testing._demo import Scenario, run_demo
+from ccxt_breaker.testing._demo import Scenario, _Printer, run_demo
 
 SCRIPTED = {"private", "trading", "public"}
 DEMO = ["demo", "--duration", "4", "--no-color"]
@@ -36,26 +37,83 @@ async def test_compressed_demo_opens_and_recovers_every_scripted_group() -> None
     assert DEFAULT_SECRET not in text
 
 
-def test_demo_command_prints_the_timeline_and_the_summary() -> None:
-    """The demo command exits 0 and prints each scripted circuit opening and closing."""
+# PYTHONIOENCODING: what a UTF-8 terminal, an ASCII one and a cp1252 redirect on Windows
+# give the demo's stdout; each gets the symbols it can encode, and ASCII stand-ins for the rest.
+ENCODINGS = [
+    pytest.param("utf-8", "\u2192", "\u00b7", id="utf-8"),
+    pytest.param("ascii", "->", "/", id="ascii"),
+    pytest.param("cp1252", "->", "\u00b7", id="cp1252"),
+]
+STATUS_PART = re.compile(
+    r"(public|private|trading|funding|earn) "
+    r"(closed|half_open|open, \d+\.\d s left|open, next call probes)"
+)
+
+
+@pytest.mark.parametrize(("encoding", "arrow", "dot"), ENCODINGS)
+def test_demo_command_prints_the_timeline_and_the_summary(
+    encoding: str, arrow: str, dot: str
+) -> None:
+    """The demo exits 0 in any stdout encoding, printing each circuit opening and closing."""
     result = subprocess.run(
         [sys.executable, "-W", "always::ResourceWarning", "-m", "ccxt_breaker", *DEMO],
         capture_output=True,
-        text=True,
+        env={**os.environ, "PYTHONIOENCODING": encoding},
         timeout=30,
     )
 
-    assert (result.returncode, result.stderr) == (0, "")
-    out = result.stdout
-    arrow = "(?:→|->)"
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr.decode(errors="replace")
+    out = result.stdout.decode(encoding)  # strict: every byte is in the stream's encoding
+    other = {"\u2192", "->"} - {arrow}
+    assert arrow in out
+    assert not any(symbol in out for symbol in other)
+    a = re.escape(arrow)
     for group in sorted(SCRIPTED):
-        assert re.search(rf"{group} +closed {arrow} open \(", out), group
-        assert re.search(rf"{group} +half_open {arrow} closed \(probes succeeded\)", out), group
+        # an opening says when the next call may go
+        assert re.search(rf"{group} +closed {a} open \(.+\), retry in \d+\.\d s$", out, re.M)
+        assert re.search(rf"{group} +half_open {a} closed \(probes succeeded\)", out), group
         assert re.search(rf"^  {group} +\d+ +\d+ +[1-9]\d* +closed$", out, re.M), group
-    assert "summary after" in out
+    statuses = re.findall(r"^t=\+\d+\.\ds +status +(.+) \| sent \d+, rejected \d+$", out, re.M)
+    assert statuses
+    for status in statuses:  # each group's state, and the time left while open
+        parts = status.split(f" {dot} ")
+        assert [STATUS_PART.fullmatch(part) is not None for part in parts] == [True] * 5, status
+    assert re.search(r"^summary of the \d+\.\d s run$", out, re.M)
+    assert re.search(
+        r"^  private API outage +private +t=\+\d+\.\ds +\d+\.\d s +\d+\.\d s$", out, re.M
+    )
     assert "CircuitOpenError  (refused, nothing sent)" in out
     assert "\x1b[" not in out
     assert DEFAULT_SECRET not in out
+
+
+@pytest.mark.parametrize(
+    ("state", "retry_after", "text"),
+    [
+        ("open", 2.5, "private open, 2.5 s left"),
+        ("open", 0.04, "private open, next call probes"),
+        ("open", 0.0, "private open, next call probes"),
+        ("open", None, "private open until reset"),
+        ("half_open", 0.0, "private half_open"),
+        ("closed", 0.0, "private closed"),
+    ],
+)
+def test_status_says_how_long_an_open_circuit_has_left(
+    state: str, retry_after: float | None, text: str
+) -> None:
+    """A status entry gives an open circuit's time left, or that the next call is a probe."""
+    assert _Printer(io.StringIO(), color=False).status("private", state, retry_after) == text
+
+
+def test_text_the_stream_cannot_encode_is_escaped_not_raised() -> None:
+    """A message with a character the stream cannot encode prints escaped, and the demo goes on."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii")
+    printer = _Printer(out, color=False)
+    printer.write("EService:Unavailable \u2014 caf\u00e9\n")
+
+    assert (printer.arrow, printer.dot) == ("->", "/")
+    assert raw.getvalue() == b"EService:Unavailable \\u2014 caf\\xe9\n"
 
 
 def test_simulate_delegates_to_the_simulator_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -320,23 +320,6 @@ MATRIX = [
 ]
 
 
-# Rows the package does not meet yet; strict, so a fix shows up as an XPASS failure.
-KNOWN_BUGS: dict[str, str] = {}
-
-
-def matrix_params() -> list[Any]:
-    return [
-        pytest.param(
-            row,
-            id=row.id,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[row.id])]
-            if row.id in KNOWN_BUGS
-            else [],
-        )
-        for row in MATRIX
-    ]
-
-
 # --- harness ---------------------------------------------------------------------------
 
 
@@ -467,7 +450,6 @@ def test_matrix_is_wide_and_consistent() -> None:
     failure_rows = [r for r in MATRIX if r.verdict == "failure"]
     assert len(failure_rows) >= 20
     assert len({r.id for r in MATRIX}) == len(MATRIX)
-    assert set(KNOWN_BUGS) <= {r.id for r in MATRIX}
     registry = ccxt_breaker.kraken().circuit_breakers
     assert {r.id: registry.group_of(CALLS[r.call].endpoint) for r in MATRIX} == {
         r.id: r.group for r in MATRIX
@@ -475,7 +457,7 @@ def test_matrix_is_wide_and_consistent() -> None:
     assert set(GROUPS) == set(PROBE) == set(registry)
 
 
-@pytest.mark.parametrize("row", matrix_params())
+@pytest.mark.parametrize("row", MATRIX, ids=[r.id for r in MATRIX])
 async def test_fault_matrix(
     row: Row, sim: KrakenSimulator, factory: KrakenFactory, clock: FakeClock
 ) -> None:

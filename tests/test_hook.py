@@ -68,16 +68,19 @@ async def test_call_queued_when_the_circuit_opened_is_refused(
 ) -> None:
     """Calls already waiting in ccxt's queue when their circuit opens are refused unsent."""
     config = exchange_config(sim, clock, failureThreshold=1)
-    config.update(enableRateLimit=True, rateLimit=40)
+    # the next token is a minute away: the first call goes, the rest wait until let out
+    config.update(enableRateLimit=True, rateLimit=60_000)
     exchange = ccxt_breaker.kraken(config)
     sim.faults.add(DOWN, endpoint="Time")
-    results = await asyncio.gather(
-        *(exchange.publicGetTime() for _ in range(5)), return_exceptions=True
-    )
+    calls = [asyncio.ensure_future(exchange.publicGetTime()) for _ in range(5)]
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await calls[0]
+    queued = len(exchange.throttler.queue)
+    exchange.throttler.config.update(capacity=1e9, refillRate=1e9)  # let the queue out
+    results = await asyncio.gather(*calls[1:], return_exceptions=True)
     await exchange.close()
-    assert [type(r) for r in results] == [ccxt.ExchangeNotAvailable] + [
-        ccxt_breaker.CircuitOpenError
-    ] * 4
+    assert queued == 4
+    assert [type(r) for r in results] == [ccxt_breaker.CircuitOpenError] * 4
     assert sim.count("Time") == 1
     assert exchange.circuit_breakers["public"].snapshot()["rejected"] == 4
 
@@ -85,8 +88,7 @@ async def test_call_queued_when_the_circuit_opened_is_refused(
 async def test_every_retry_counts_and_stops_when_open(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """ccxt's retries each count; once the circuit opens no further attempt goes out, and the
-    caller gets the last attempt's error, since a request did go out."""
+    """ccxt's retries each count; once open no attempt goes out, and the last error is raised."""
     config = exchange_config(sim, clock, failureThreshold=2)
     config["options"]["maxRetriesOnFailure"] = 5
     exchange = ccxt_breaker.kraken(config)
@@ -103,8 +105,7 @@ async def test_every_retry_counts_and_stops_when_open(
 async def test_ccxt_never_retries_a_rejection(
     sim: KrakenSimulator, clock: FakeClock, slept: list[float]
 ) -> None:
-    """A call refused before the queue never reaches ccxt's retry loop: nothing is slept,
-    and the refusal counts once."""
+    """A call refused before the queue never reaches ccxt's retry loop: nothing is slept."""
     config = exchange_config(sim, clock)
     config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=10_000)
     exchange = ccxt_breaker.kraken(config)
@@ -118,9 +119,8 @@ async def test_ccxt_never_retries_a_rejection(
 async def test_retry_refused_mid_call_does_not_sleep(
     sim: KrakenSimulator, clock: FakeClock, slept: list[float]
 ) -> None:
-    """When the circuit opens between ccxt's retries, the call ends with the last error
-    instead of sleeping through the remaining retry delays; the refused retries are
-    neither sent nor counted twice."""
+    """When the circuit opens between retries, the call ends at once with the last error."""
+    # the refused retries are neither sent nor counted twice
     config = exchange_config(sim, clock, failureThreshold=1)
     config["options"].update(maxRetriesOnFailure=3, maxRetriesOnFailureDelay=200)
     exchange = ccxt_breaker.kraken(config)
@@ -136,8 +136,7 @@ async def test_retry_refused_mid_call_does_not_sleep(
 async def test_retry_that_succeeds_leaves_nothing_for_the_next_call(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """The error a failed attempt leaves for ccxt's retry ends with its call: a later call
-    that the circuit refuses gets CircuitOpenError, not that stale error."""
+    """A retried call's error ends with it: a later refused call gets CircuitOpenError."""
     config = exchange_config(sim, clock, failureThreshold=5)
     config["options"]["maxRetriesOnFailure"] = 1
     exchange = ccxt_breaker.kraken(config)
@@ -155,8 +154,7 @@ async def test_retry_that_succeeds_leaves_nothing_for_the_next_call(
 async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """A call that failed leaves nothing behind in its task: the next call in the same task,
-    refused after ccxt's queue, gets CircuitOpenError and not the earlier error."""
+    """After a failed call, the next in its task, refused in the queue, gets CircuitOpenError."""
     config = exchange_config(sim, clock, failureThreshold=5)
     config.update(enableRateLimit=True, rateLimit=50)
     exchange = ccxt_breaker.kraken(config)
@@ -173,8 +171,7 @@ async def test_a_failed_call_leaves_nothing_for_the_next_in_its_task(
 async def test_attempts_count_under_their_calls_endpoint(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """An attempt's outcome lands on the counters of the endpoint its call named, nested
-    paths and query strings included."""
+    """An attempt counts under its call's endpoint, nested paths and query strings included."""
     exchange = make_exchange(sim, clock)
     await exchange.publicGetTicker({"pair": "XBTUSD"})
     await exchange.publicGetTicker({"pair": "ETHUSD"})
@@ -308,8 +305,8 @@ async def test_limits_open_their_domain_at_once(
     opened: set[str],
     retry_after: float,
 ) -> None:
-    """Rate limits and lockouts open at once, across Kraken's limit domain, for the later of
-    the time the exchange names and the normal open time."""
+    """Limits and lockouts open their domain at once, for the named time or the open time."""
+    # whichever is later
     sim.faults.add(fault or Fault.throttled(clock.time() + 90), endpoint=endpoint, times=1)
     exchange = make_exchange(sim, clock, resetTimeoutJitter=0)
     section = "public" if endpoint == "Ticker" else "private"
@@ -334,8 +331,7 @@ async def test_lockout_duration_is_configurable(sim: KrakenSimulator, clock: Fak
 async def test_concurrent_calls_keep_their_own_status_and_headers(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """Each call's Retry-After is its own, even while calls interleave: the answers arrive
-    in the opposite order of the requests."""
+    """Each call's Retry-After is its own, even when the answers arrive in reverse order."""
     exchange = make_exchange(sim, clock, endpoints={"Ticker": "tickers", "Depth": "books"})
     gate = Fault.hold()
     sim.faults.add(gate, endpoint="Ticker", times=1)
@@ -397,8 +393,7 @@ async def test_subclass_fetch2_sees_every_call(sim: KrakenSimulator, clock: Fake
 async def test_a_later_patch_of_ccxt_is_honoured(
     sim: KrakenSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """The hook reaches ccxt through super() on every call, so a patch of ccxt's class made
-    after import (as test suites do) still runs under the breaker."""
+    """A patch of ccxt's class made after import (as test suites do) still runs guarded."""
     original = getattr(ccxt.async_support.kraken, name)
     patched: list[str] = []
 
@@ -415,15 +410,13 @@ async def test_a_later_patch_of_ccxt_is_honoured(
 
 
 def test_the_mixin_must_come_before_ccxt() -> None:
-    """BreakerMixin after ccxt's exchange class would be hidden by ccxt's own methods: that
-    fails when the class is made, with a message, not silently."""
+    """BreakerMixin after ccxt's class fails when the class is made, with a message."""
     with pytest.raises(TypeError, match="must come before a ccxt async exchange class"):
         type("Bad", (ccxt.async_support.kraken, BreakerMixin), {})
 
 
 def test_the_mixin_may_sit_anywhere_before_ccxt() -> None:
-    """BreakerMixin need not come right before the ccxt class: super() finds ccxt's methods
-    wherever the mixin sits, and the result is a working exchange."""
+    """BreakerMixin anywhere before the ccxt class makes a working exchange."""
 
     class Other:
         pass
@@ -436,9 +429,8 @@ def test_the_mixin_may_sit_anywhere_before_ccxt() -> None:
 async def test_a_subclass_fetch_keeps_a_calls_retries_together(
     sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """A subclass's own fetch() around the hook's sees every attempt, refused ones included,
-    and a refused retry still ends the call with the last sent attempt's error, counted
-    once."""
+    """A subclass's fetch() sees every attempt; a refused retry ends with the sent error."""
+    # refused attempts included, and the refusal counted once
     attempts: list[str] = []
 
     class Logged(ccxt_breaker.kraken):

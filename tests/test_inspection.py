@@ -92,8 +92,8 @@ def test_camel_case_twin_is_the_same_registry(make: Callable[[], Any]) -> None:
 
 
 def test_reading_a_disabled_registry_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reading circuit_breakers of an instance without breakers hands back one shared empty
-    registry per class, and builds no new one per read."""
+    """Reading circuit_breakers without breakers gives one shared empty registry per class."""
+    # and builds no new one per read
     exchange = ccxt_breaker.kraken({"options": {"circuitBreaker": False}})
     first = exchange.circuit_breakers
     built: list[object] = []
@@ -618,8 +618,8 @@ async def test_every_reason_reaches_events_and_snapshots(
     moved: tuple[str, str] | None,
     reason: str,
 ) -> None:
-    """Each of the eleven reasons a breaker gives is the one its StateChanged event and its
-    snapshot() carry, in the words the README and the logs use."""
+    """Each of the eleven reasons a breaker gives reaches its StateChanged event and snapshot()."""
+    # in the words the README and the logs use
     base = {"failure_threshold": 1, "success_threshold": 1, "reset_timeout_jitter": 0.0}
     b = CircuitBreaker("g", BreakerConfig(**{**base, **config}), clock=clock)
     changes: list[StateChanged] = []
@@ -628,3 +628,335 @@ async def test_every_reason_reaches_events_and_snapshots(
     last = None if not changes else (changes[-1].old_state, changes[-1].new_state)
     reasons = {changes[-1].reason if changes else "created", b.snapshot()["reason"]}
     assert (last, reasons) == (moved, {reason})
+
+
+# --- error summaries ------------------------------------------------------------------------
+
+NGINX_503 = (
+    "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
+    "<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n"
+    "<hr><center>cloudflare</center>\r\n</body>\r\n</html>"
+)
+STATUS = "kraken GET https://api.kraken.com/0/private/Balance 503 Service Unavailable"
+
+
+@pytest.mark.parametrize(
+    ("message", "summary"),
+    [
+        pytest.param(
+            f"{STATUS} {NGINX_503}",
+            f"{STATUS}: 503 Service Temporarily Unavailable (HTML page)",
+            id="nginx-page-as-its-title",
+        ),
+        pytest.param(
+            f"{STATUS} <html><body><h1>503</h1></body></html>",
+            f"{STATUS} (HTML page)",
+            id="no-title-keeps-the-status",
+        ),
+        pytest.param(
+            f"{STATUS} <html><title>  </title></html>",
+            f"{STATUS} (HTML page)",
+            id="blank-title-keeps-the-status",
+        ),
+        pytest.param(
+            "<!DOCTYPE html>\n<HTML><head><TITLE lang='en'> api.kraken.com |\n"
+            " 520: Web server is returning an unknown error </TITLE></head></HTML>",
+            "api.kraken.com | 520: Web server is returning an unknown error (HTML page)",
+            id="page-alone-any-case",
+        ),
+        pytest.param(
+            "kraken 502 <body>Tom &amp; Jerry&#39;s</body>",
+            "kraken 502 (HTML page)",
+            id="body-alone-is-a-page",
+        ),
+        pytest.param(
+            "<head><title>Tom &amp; Jerry&#39;s&nbsp;page</title></head>",
+            "Tom & Jerry's page (HTML page)",
+            id="title-unescaped",
+        ),
+        pytest.param("<html></html>", "(HTML page)", id="bare-markup"),
+        pytest.param(
+            'kraken {\n  "error": [\n    "EService:Unavailable"\n  ]\n}',
+            'kraken { "error": [ "EService:Unavailable" ] }',
+            id="json-on-one-line",
+        ),
+        pytest.param("kraken 520 ", "kraken 520", id="trailing-space"),
+        pytest.param(
+            "price <headline> and <bodyguard> <title>x</title>",
+            "price <headline> and <bodyguard> <title>x</title>",
+            id="no-page-no-summary",
+        ),
+    ],
+)
+def test_error_summary_is_one_line_and_an_html_page_its_title(message: str, summary: str) -> None:
+    """An error summary collapses whitespace and tells an HTML page by its title."""
+    # or, when the page has none, by the status before it
+    assert CircuitBreaker("g")._summary("ExchangeNotAvailable", message) == {
+        "type": "ExchangeNotAvailable",
+        "message": summary,
+    }
+
+
+def redact_secret(message: str) -> str:
+    return message.replace("KEY-registry-1234", "***")
+
+
+@pytest.mark.parametrize(
+    ("message", "secrets", "summary"),
+    [
+        pytest.param(
+            f"{STATUS} KEY-registry-1234 <html><title>KEY-registry-1234</title></html>",
+            (),
+            f"{STATUS} ***: *** (HTML page)",
+            id="exchange-credentials-in-status-and-title",
+        ),
+        pytest.param(
+            "<html><title>sign: AbC/sign+1==</title></html>",
+            ("AbC/sign+1==",),
+            "sign: *** (HTML page)",
+            id="signing-header-in-title",
+        ),
+        pytest.param(
+            "<html><title>&#75;EY-registry-1234</title></html>",
+            (),
+            "*** (HTML page)",
+            id="credential-made-by-unescaping",
+        ),
+        pytest.param(
+            "pass: correct\r\n  horse, yes",
+            ("correct horse",),
+            "pass: ***, yes",
+            id="made-by-collapsing",
+        ),
+        pytest.param(
+            "pass: battery   staple, yes",
+            ("battery   staple",),
+            "pass: ***, yes",
+            id="holding-a-run-of-spaces",
+        ),
+        pytest.param(
+            f"{STATUS} <html><title>{'x' * 500} KEY-registry-1234</title></html>",
+            (),
+            f"{STATUS}: {'x' * (297 - len(STATUS) - 2)}...",
+            id="cut-to-300",
+        ),
+    ],
+)
+def test_error_summary_is_scrubbed_and_cut(
+    message: str, secrets: tuple[str, ...], summary: str
+) -> None:
+    """A summary holds no exchange credential or signing header, and is cut to 300 characters."""
+    # neither before nor after it is made one line
+    b = CircuitBreaker("g", scrub=redact_secret)
+    made = b._summary("ExchangeNotAvailable", message, secrets)["message"]
+    assert (made, len(made) <= 300) == (summary, True)
+
+
+async def test_html_error_page_is_summarised_but_the_callers_error_is_ccxts(
+    build: Build, sim: KrakenSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Cloudflare 503 page is summarised as its status and title; the caller gets ccxt's error."""
+    # the one-line summary reaches last_error, opened_by, the log line and the rejection;
+    # the caller's exception is ccxt's own, page and all
+    exchange = build(failureThreshold=1)
+    sim.faults.add(Fault.http(503), endpoint="Balance", times=1)
+    with (
+        caplog.at_level(logging.WARNING, "ccxt_breaker"),
+        pytest.raises(ccxt.ExchangeNotAvailable) as caught,
+    ):
+        await exchange.privatePostBalance()
+    raw = str(caught.value)
+    assert raw.endswith(f" 503 Service Unavailable {NGINX_503}")  # ccxt's own, untouched
+    status = raw[: raw.index(" <html>")]
+    summary = f"{status}: 503 Service Temporarily Unavailable (HTML page)"
+    snapshot = exchange.circuit_breakers["private"].snapshot()
+    assert (
+        snapshot["last_error"]
+        == snapshot["opened_by"]
+        == {
+            "type": "ExchangeNotAvailable",
+            "message": summary,
+        }
+    )
+    [line] = [r.getMessage() for r in caplog.records if r.name == "ccxt_breaker"]
+    assert f"cause=ExchangeNotAvailable: {summary} retry_after=" in line
+    assert "\n" not in line
+    with pytest.raises(CircuitOpenError) as refused:
+        await exchange.privatePostBalance()
+    assert str(refused.value).endswith(f"; opened by ExchangeNotAvailable: {summary}")
+
+
+async def test_guarded_html_error_is_summarised_but_raised_as_is(clock: FakeClock) -> None:
+    """A guarded coroutine's HTML error is summarised in last_error but raised as is."""
+    # the caller gets the very exception, its text untouched
+    b = CircuitBreaker("g", BreakerConfig(failure_threshold=1), clock=clock)
+    error = ccxt.ExchangeNotAvailable(f"{STATUS} {NGINX_503}")
+
+    async def down() -> None:
+        raise error
+
+    with pytest.raises(ccxt.ExchangeNotAvailable) as caught:
+        await b.call(down)
+    assert (caught.value, str(caught.value)) == (error, f"{STATUS} {NGINX_503}")
+    assert b.last_error == {
+        "type": "ExchangeNotAvailable",
+        "message": f"{STATUS}: 503 Service Temporarily Unavailable (HTML page)",
+    }
+
+
+# --- reset, retry_after, name, repr ---------------------------------------------------------
+
+
+async def open_by_failure(b: CircuitBreaker) -> None:
+    await outcome(b, fail)
+
+
+async def open_by_trip(b: CircuitBreaker) -> None:
+    b._trip(90.0, {"type": "DDoSProtection", "message": "EAPI:Rate limit exceeded"})
+
+
+async def open_by_force(b: CircuitBreaker) -> None:
+    await outcome(b, fail)
+    b.force_open()
+
+
+@pytest.mark.parametrize("how", [open_by_failure, open_by_trip, open_by_force])
+async def test_reset_forgets_last_error_and_opened_by(
+    clock: FakeClock, how: Callable[[CircuitBreaker], Any]
+) -> None:
+    """After reset() the snapshot shows no last_error and no opened_by."""
+    # and the next open names only its own cause
+    b = CircuitBreaker("g", BreakerConfig(failure_threshold=1), clock=clock)
+    await how(b)
+    assert b.snapshot()["opened_by"] is not None
+    b.reset()
+    snapshot = b.snapshot()
+    assert (snapshot["last_error"], snapshot["opened_by"], b.last_error) == (None, None, None)
+    b._trip(10.0, TRIPPED)
+    assert (b.snapshot()["opened_by"], b.snapshot()["last_error"]) == (TRIPPED, None)
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        (0.000162439, 30.0),  # 29.999837561 s
+        (0.0006, 30.0),  # 29.9994 s: up, so that waiting it is always enough
+        (10.5, 19.5),
+        (1.2345678, 28.766),
+        (29.9999999, 0.001),  # a tenth of a microsecond: still refused, so not 0
+    ],
+)
+async def test_retry_after_is_rounded_up_to_the_millisecond(
+    clock: FakeClock, elapsed: float, expected: float
+) -> None:
+    """The wait is given in whole milliseconds, rounded up, wherever a breaker reports it."""
+    # breaker.retry_after, the snapshot, CallRejected and CircuitOpenError
+    b = CircuitBreaker("g", BreakerConfig(failure_threshold=1), clock=clock)
+    events: list[Any] = []
+    b.add_listener(events.append)
+    await outcome(b, fail)
+    clock.advance(elapsed)
+    with pytest.raises(CircuitOpenError) as caught:
+        await b.call(succeed)
+    rejected = events[-1]
+    assert isinstance(rejected, CallRejected)
+    seen = (
+        b.retry_after,
+        b.snapshot()["retry_after"],
+        rejected.retry_after,
+        caught.value.retry_after,
+        caught.value.args[2],
+    )
+    assert seen == (expected,) * 5
+
+
+@pytest.mark.parametrize(
+    ("open_for", "expected", "logged"),
+    [
+        (12.3454321, 12.346, "retry_after=12.346s"),
+        (30.0000000001, 30.0, "retry_after=30.000s"),
+        (None, None, "retry_after=none (forced)"),
+    ],
+)
+async def test_state_changed_and_log_round_retry_after(
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    open_for: float | None,
+    expected: float | None,
+    logged: str,
+) -> None:
+    """StateChanged and the log line give retry_after rounded up to the millisecond."""
+    # and None (logged as none) while forced open
+    b = CircuitBreaker("g", BreakerConfig(reset_timeout=1.0), clock=clock)
+    events: list[Any] = []
+    b.add_listener(events.append)
+    with caplog.at_level(logging.WARNING, "ccxt_breaker"):
+        if open_for is None:
+            b.force_open()
+        else:
+            b._trip(open_for, TRIPPED)
+    [change] = events
+    assert change.retry_after == expected
+    assert caplog.records[-1].getMessage().endswith(logged)
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "snapshot_name"),
+    [(None, "kraken", None), ("market-maker", "kraken[market-maker]", "market-maker")],
+)
+async def test_name_labels_logs_snapshots_events_and_rejections(
+    build: Build,
+    sim: KrakenSimulator,
+    caplog: pytest.LogCaptureFixture,
+    name: str | None,
+    label: str,
+    snapshot_name: str | None,
+) -> None:
+    """The config's name labels log lines, snapshots, both events and CircuitOpenError's message."""
+    # log lines read kraken[name]; without a name, all read as before
+    exchange = build(failureThreshold=1, **({} if name is None else {"name": name}))
+    events: list[Any] = []
+    exchange.circuit_breakers.add_listener(events.append)
+    down(sim, "Balance")
+    with caplog.at_level(logging.INFO, "ccxt_breaker"), pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.privatePostBalance()
+    with pytest.raises(CircuitOpenError) as caught:
+        await exchange.privatePostBalance()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "ccxt_breaker"]
+    assert line.startswith(f"{label} circuit 'private' closed -> open (consecutive failures)")
+    assert {s["name"] for s in exchange.circuit_breakers.snapshot().values()} == {snapshot_name}
+    assert [(type(e), e.name) for e in events] == [(StateChanged, name), (CallRejected, name)]
+    error = caught.value
+    assert str(error).startswith(f"{label} circuit 'private' is open: Balance was not sent")
+    assert (error.name, len(error.args)) == (name, 5 if name is None else 6)
+    assert pickle.loads(pickle.dumps(error)).name == name
+
+
+def test_name_is_scrubbed_where_a_credential_set_later_could_show(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A credential set after construction that the name holds is scrubbed wherever it shows."""
+    # in the log line, the StateChanged event and the snapshot
+    b = CircuitBreaker("g", clock=clock, scrub=redact_secret, name="mm KEY-registry-1234")
+    events: list[Any] = []
+    b.add_listener(events.append)
+    with caplog.at_level(logging.WARNING, "ccxt_breaker"):
+        b.force_open()
+    assert caplog.records[-1].getMessage().startswith("kraken[mm ***] circuit 'g'")
+    assert (events[0].name, b.snapshot()["name"], b.name) == (
+        "mm ***",
+        "mm ***",
+        "mm KEY-registry-1234",
+    )
+
+
+def test_registry_repr_lists_states_or_nothing() -> None:
+    """The registry's repr lists each group's state, and is <BreakerRegistry> when off."""
+    on = ccxt_breaker.kraken().circuit_breakers
+    on["trading"].force_open()
+    off = ccxt_breaker.kraken({"options": {"circuitBreaker": False}}).circuit_breakers
+    assert (repr(on), repr(off)) == (
+        "<BreakerRegistry public=closed, private=closed, trading=open, funding=closed, "
+        "earn=closed>",
+        "<BreakerRegistry>",
+    )

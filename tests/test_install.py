@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import ccxt
 import ccxt.async_support
@@ -14,6 +17,7 @@ import pytest
 
 import ccxt_breaker
 import ccxt_breaker.pro
+from ccxt_breaker import _hook
 from ccxt_breaker._hook import BreakerMixin
 from ccxt_breaker.testing import Fault, KrakenSimulator
 
@@ -30,8 +34,8 @@ def installed() -> Iterator[None]:
 @pytest.mark.usefixtures("installed")
 @pytest.mark.parametrize("cls", [ccxt.async_support.kraken, ccxt.pro.kraken])
 async def test_flag_turns_breakers_on_for_plain_ccxt(sim: KrakenSimulator, cls: type) -> None:
-    """After install(), options['circuitBreaker'] gives a plain ccxt instance breakers, and
-    its camelCase twin is the same registry."""
+    """After install(), options['circuitBreaker'] gives a plain ccxt instance breakers."""
+    # and its camelCase twin is the same registry
     exchange = cls(exchange_config(sim, failureThreshold=1))
     assert isinstance(exchange, cls)
     assert exchange.circuitBreakers is exchange.circuit_breakers
@@ -57,16 +61,32 @@ async def test_without_the_flag_ccxt_is_untouched(sim: KrakenSimulator, flag: ob
     await exchange.close()
 
 
+def _construction_hooks() -> dict[type, Any]:
+    """``after_construct`` as each class holds it itself (not inherited), for every class
+    between ccxt's exchanges and object."""
+    classes = {
+        base
+        for cls in (ccxt.kraken, ccxt.binance, ccxt.pro.kraken, ccxt.pro.binance)
+        for base in cls.__mro__
+    }
+    return {cls: vars(cls).get("after_construct") for cls in classes}
+
+
 def test_install_is_idempotent_and_uninstall_reverses_it() -> None:
-    """Installing twice patches once; uninstall() restores ccxt's own construction."""
-    before = ccxt.async_support.kraken.__dict__.get("after_construct")
+    """Installing twice patches once; uninstall() restores every class's construction exactly."""
+    # the kraken hook and the base-class watcher alike
+    before = _construction_hooks()
     ccxt_breaker.install()
-    patched = ccxt.async_support.kraken.__dict__["after_construct"]
+    patched = _construction_hooks()
+    assert {cls for cls in before if patched[cls] is not before[cls]} == {
+        ccxt.async_support.kraken,
+        _hook._construction_root(),
+    }
     ccxt_breaker.install()
-    assert ccxt.async_support.kraken.__dict__["after_construct"] is patched
+    assert _construction_hooks() == patched
     ccxt_breaker.uninstall()
     ccxt_breaker.uninstall()
-    assert ccxt.async_support.kraken.__dict__.get("after_construct") is before
+    assert all(hook is before[cls] for cls, hook in _construction_hooks().items())
     plain = ccxt.async_support.kraken({"options": {"circuitBreaker": True}})
     assert type(plain) is ccxt.async_support.kraken
 
@@ -118,8 +138,8 @@ def test_both_classes_share_one_implementation() -> None:
 
 @pytest.mark.usefixtures("installed")
 def test_a_bots_own_class_runs_around_the_hook() -> None:
-    """Under install(), a bot's own subclass (and ccxt.pro) come before the hook in the
-    method order, and the hook sits before ccxt's kraken, as the drop-in class has it."""
+    """Under install(), a bot's own subclass and ccxt.pro come before the hook in the MRO."""
+    # and the hook sits before ccxt's kraken, as the drop-in class has it
 
     class Bot(ccxt.pro.kraken):
         pass
@@ -130,3 +150,113 @@ def test_a_bots_own_class_runs_around_the_hook() -> None:
     assert order == sorted(order)
     assert type(exchange).__name__ == "Bot"
     assert isinstance(exchange, Bot)
+
+
+# --- a flag that gives no breakers: one warning per class ----------------------------
+
+
+def flag() -> dict[str, Any]:
+    return {"options": {"circuitBreaker": True}}
+
+
+@pytest.fixture
+def warnings_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ccxt_breaker logger's WARNING messages, with no class warned about before."""
+    monkeypatch.setattr(_hook, "_WARNED", weakref.WeakSet())
+    caplog.set_level(logging.WARNING, logger="ccxt_breaker")
+
+    def messages() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "ccxt_breaker" and r.levelno == logging.WARNING
+        ]
+
+    return messages
+
+
+@pytest.mark.usefixtures("installed")
+def test_flag_on_sync_kraken_warns_once(warnings_log: Any) -> None:
+    """After install(), the flag on sync ccxt.kraken logs one WARNING for the class."""
+    # it says the class gets no breakers, why, and what to use instead
+    ccxt.kraken(flag())
+    ccxt.kraken({"options": {"circuitBreaker": {"failureThreshold": 3}}})
+    [message] = warnings_log()
+    assert message.startswith("ccxt.kraken (sync) gets no circuit breakers")
+    assert "guards ccxt.async_support.kraken and ccxt.pro.kraken only" in message
+    assert "sync support is planned" in message
+    assert "ccxt_breaker.kraken" in message
+
+
+@pytest.mark.usefixtures("installed")
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [
+        (ccxt.binance, "ccxt.binance (sync)"),
+        (ccxt.async_support.binance, "ccxt.async_support.binance"),
+        (ccxt.pro.binance, "ccxt.pro.binance"),
+    ],
+)
+def test_flag_on_another_exchange_warns_once(warnings_log: Any, cls: type, name: str) -> None:
+    """After install(), the flag on a non-Kraken exchange logs one WARNING for the class."""
+    # sync, async or pro alike; it says Kraken only, remove the flag
+    cls(flag())
+    cls(flag())
+    [message] = warnings_log()
+    assert message.startswith(f"{name} gets no circuit breakers")
+    assert "Kraken" in message
+    assert "Remove the flag" in message
+
+
+@pytest.mark.usefixtures("installed")
+@pytest.mark.parametrize("base", [ccxt.kraken, ccxt.async_support.binance])
+def test_each_subclass_is_warned_about_once(warnings_log: Any, base: type) -> None:
+    """A bot's own subclass gets its own single WARNING, naming it and its ccxt class."""
+
+    class Bot(base):  # type: ignore[misc,valid-type]
+        pass
+
+    class OtherBot(base):  # type: ignore[misc,valid-type]
+        pass
+
+    for cls in (Bot, OtherBot, Bot, OtherBot):
+        cls(flag())
+    flavour = ", sync" if base is ccxt.kraken else ""
+    assert [message.split(" gets ")[0] for message in warnings_log()] == [
+        f"{__name__}.{cls.__qualname__} (a {base.__module__} subclass{flavour})"
+        for cls in (Bot, OtherBot)
+    ]
+
+
+@pytest.mark.usefixtures("installed")
+@pytest.mark.parametrize("cls", [ccxt.kraken, ccxt.binance, ccxt.async_support.binance])
+@pytest.mark.parametrize("flag", ["absent", None, False, {"enabled": False}])
+def test_no_warning_without_the_flag(warnings_log: Any, cls: type, flag: object) -> None:
+    """A flag that is absent, None, False or {'enabled': False} never warns."""
+    cls({} if flag == "absent" else {"options": {"circuitBreaker": flag}})
+    assert warnings_log() == []
+
+
+@pytest.mark.usefixtures("installed")
+@pytest.mark.parametrize("flag", [True, {"failureThreshold": 2}, {"enabled": False}])
+def test_no_warning_for_kraken_itself(warnings_log: Any, flag: object) -> None:
+    """Kraken's own classes get what the flag asks for, and no warning."""
+    # the async and pro classes, a bot's subclass of them and the drop-in classes
+
+    class Bot(ccxt.async_support.kraken):  # type: ignore[misc]
+        pass
+
+    classes = [ccxt.async_support.kraken, ccxt.pro.kraken, Bot, ccxt_breaker.kraken]
+    for cls in [*classes, ccxt_breaker.pro.kraken]:
+        cls({"options": {"circuitBreaker": flag}})
+    assert warnings_log() == []
+
+
+def test_no_warning_unless_installed(warnings_log: Any) -> None:
+    """Without install() (or after uninstall()) the flag on another exchange logs nothing."""
+    # ccxt is untouched
+    ccxt_breaker.install()
+    ccxt_breaker.uninstall()
+    ccxt.kraken(flag())
+    ccxt.async_support.binance(flag())
+    assert warnings_log() == []

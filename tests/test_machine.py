@@ -231,6 +231,72 @@ def test_open_time_grows_on_reopen_up_to_the_cap(
     assert m.open_until - now == pytest.approx(base)
 
 
+def probe_fails(m: Machine) -> None:
+    """After the open time, one probe that fails: a re-open."""
+    assert steps(m, "f", m.open_until)[-1].new is OPEN
+
+
+def forced(m: Machine) -> None:
+    act(m, m.force_open, m.opened_at or 0.0)
+
+
+def tripped(m: Machine) -> None:
+    act(m, m.trip, m.open_until, m.open_until + 5.0)
+
+
+def closes(m: Machine) -> None:
+    assert steps(m, "ss", m.open_until)[-1].new is CLOSED
+
+
+REOPENS: list[tuple[str, list[Callable[[Machine], None]], int]] = [
+    ("first open", [], 0),
+    ("one failed probe", [probe_fails], 1),
+    ("three failed probes", [probe_fails] * 3, 3),
+    ("trip while half-open", [lambda m: act(m, m.poll, m.open_until), tripped], 1),
+    ("forced while open", [forced], 1),
+    ("closed again", [probe_fails, closes], 0),
+    ("open again after closing", [probe_fails, closes, lambda m: steps(m, "fff", 100.0)], 0),
+    ("reset", [probe_fails, lambda m: act(m, m.reset)], 0),
+]
+
+
+@pytest.mark.parametrize(("how", "after", "count"), REOPENS, ids=[r[0] for r in REOPENS])
+def test_reopen_count_counts_reopens(
+    how: str, after: list[Callable[[Machine], None]], count: int
+) -> None:
+    """reopen_count is 0 on the first open and counts each re-open since the circuit last closed."""
+    # a re-open is a failed probe, a trip or a force while not closed
+    m = opened()
+    assert m.reopen_count == 0
+    for step in after:
+        step(m)
+    assert m.reopen_count == count
+
+
+@pytest.mark.parametrize("first", ["fff", "trip", "force_open"])
+def test_reopen_count_is_zero_on_every_kind_of_first_open(first: str) -> None:
+    """A first open by failures, a trip or force_open counts no re-open."""
+    m = Machine(BASE)
+    if first == "trip":
+        act(m, m.trip, 0.0, 50.0)
+    elif first == "force_open":
+        act(m, m.force_open, 0.0)
+    else:
+        steps(m, first)
+    assert (m.state, m.reopen_count) == (OPEN, 0)
+
+
+def test_open_time_follows_reopen_count() -> None:
+    """The open time is resetTimeout times multiplier to the power reopen_count, up to the cap."""
+    # the first open lasts resetTimeout, the n-th re-open n doublings more
+    m = opened()
+    seen = [(m.reopen_count, m.open_until - (m.opened_at or 0.0))]
+    for _ in range(4):
+        probe_fails(m)
+        seen.append((m.reopen_count, m.open_until - (m.opened_at or 0.0)))
+    assert seen == [(0, 10.0), (1, 20.0), (2, 40.0), (3, 60.0), (4, 60.0)]
+
+
 def test_first_open_time_is_exact_and_jitter_only_grows_later() -> None:
     """The first open lasts exactly resetTimeout; jitter moves only grown open times."""
     config = replace(BASE, reset_timeout_jitter=0.5)
@@ -450,8 +516,8 @@ def test_close_starts_an_empty_window() -> None:
 
 
 def test_time_window_near_time_zero_counts_only_its_calls() -> None:
-    """On a clock that starts near zero, a time window counts only the calls it saw: its
-    unused buckets hold no failures and no slow calls."""
+    """On a clock that starts near zero, a time window counts only the calls it saw."""
+    # its unused buckets hold no failures and no slow calls
     config = window_config(
         failure_rate_threshold=50.0,
         slow_call_duration=1.0,
@@ -465,8 +531,8 @@ def test_time_window_near_time_zero_counts_only_its_calls() -> None:
 
 
 def test_time_window_forgets_a_call_one_duration_later() -> None:
-    """A call leaves a time window as soon as a whole slidingWindowDuration has passed
-    (the window keeps 20 buckets, here of 0.5 s each)."""
+    """A call leaves a time window as soon as a whole slidingWindowDuration has passed."""
+    # the window keeps 20 buckets, here of 0.5 s each
     config = window_config(
         failure_rate_threshold=50.0, sliding_window_type="time", sliding_window_duration=10.0
     )
@@ -487,8 +553,8 @@ def test_opened_at_is_set_only_while_not_closed() -> None:
 
 
 def test_outcomes_are_slow_only_when_said() -> None:
-    """on_success and on_failure count a call as slow only when told: a plain probe success
-    closes, and plain failures never make a slow-call rate."""
+    """on_success and on_failure count a call as slow only when told."""
+    # a plain probe success closes, and plain failures never make a slow-call rate
     m = half_open(replace(BASE, success_threshold=1))
     permit = admit(m, 10.0)
     assert act(m, m.on_success, permit, 10.0) == Transition(HALF_OPEN, CLOSED, "probes succeeded")

@@ -19,7 +19,7 @@ import ccxt
 import pytest
 
 from ccxt_breaker import CircuitOpenError
-from ccxt_breaker._errors import Verdict, rejection, verdict
+from ccxt_breaker._errors import Verdict, label, rejection, verdict
 from ccxt_breaker._kraken import (
     CALL,
     KEY,
@@ -71,6 +71,7 @@ def contexted(exc: BaseException, context: BaseException) -> BaseException:
 
 ERROR = {"type": "ExchangeNotAvailable", "message": kraken_error("EService:Unavailable")}
 FIELDS = ("trading", "AddOrder", 5.0, ERROR, "kraken")
+NAMED = (*FIELDS, "market-maker")
 
 
 def test_circuit_open_error_is_a_network_error() -> None:
@@ -176,11 +177,55 @@ OPENED_BY = "; opened by ExchangeNotAvailable: " + kraken_error("EService:Unavai
             "retry; retry after 3 s",
             id="exchange-id-and-quoted-group",
         ),
+        pytest.param(
+            NAMED,
+            "kraken[market-maker] circuit 'trading' is open: AddOrder was not sent, so it is "
+            "safe to retry; retry after 5 s" + OPENED_BY,
+            id="named",
+        ),
+        pytest.param(
+            ("earn", None, None, None, "krakenx", "arb 2"),
+            "krakenx[arb 2] circuit 'earn' is open: the call was not made, so it is safe to "
+            "retry; it stays open until reset() (forced open)",
+            id="named-and-forced",
+        ),
     ],
 )
 def test_message(fields: tuple[Any, ...], expected: str) -> None:
     """The message says what was not sent, that a retry is safe, when, and what opened it."""
     assert str(CircuitOpenError(*fields)) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "args", "name"),
+    [
+        pytest.param(FIELDS, FIELDS, None, id="unnamed-five-args"),
+        pytest.param((*FIELDS, None), FIELDS, None, id="name-None-five-args"),
+        pytest.param(NAMED, NAMED, "market-maker", id="named-six-args"),
+    ],
+)
+def test_name_is_a_sixth_field_only_when_given(
+    fields: tuple[Any, ...], args: tuple[Any, ...], name: str | None
+) -> None:
+    """``name`` is ``args[5]`` when given, and an unnamed rejection keeps its five ``args``."""
+    for error in (CircuitOpenError(*fields), rejection(*args)):
+        assert (error.args, error.name, error.exchange_id) == (args, name, "kraken")
+    keyword = CircuitOpenError("trading", "AddOrder", 5.0, ERROR, name=name)
+    assert (keyword.args, keyword.name) == (args, name)
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "name", "expected"),
+    [
+        ("kraken", None, "kraken"),
+        ("kraken", "", "kraken"),
+        ("kraken", "market-maker", "kraken[market-maker]"),
+        ("krakenfutures", "a b", "krakenfutures[a b]"),
+    ],
+)
+def test_label(exchange_id: str, name: str | None, expected: str) -> None:
+    """Log lines and messages name an exchange as ``id[name]``, or ``id`` without a name."""
+    assert label(exchange_id, name) == expected
 
 
 def test_repr_names_group_endpoint_and_wait() -> None:
@@ -199,6 +244,7 @@ def same(error: CircuitOpenError) -> tuple[Any, ...]:
         error.retry_after,
         error.last_error,
         error.exchange_id,
+        error.name,
         str(error),
         repr(error),
     )
@@ -209,6 +255,7 @@ def same(error: CircuitOpenError) -> tuple[Any, ...]:
     [
         pytest.param(FIELDS, id="full"),
         pytest.param(("public", None, None, None, "kraken"), id="forced-open"),
+        pytest.param(NAMED, id="named"),
     ],
 )
 def test_rejection_equals_the_constructed_error(fields: tuple[Any, ...]) -> None:
@@ -228,10 +275,13 @@ def test_rejection_equals_the_constructed_error(fields: tuple[Any, ...]) -> None
         pytest.param(copy.deepcopy, id="deepcopy"),
     ],
 )
-def test_pickles_and_copies(build: Any, clone: Any) -> None:
+@pytest.mark.parametrize(
+    "fields", [pytest.param(FIELDS, id="unnamed"), pytest.param(NAMED, id="named")]
+)
+def test_pickles_and_copies(build: Any, clone: Any, fields: tuple[Any, ...]) -> None:
     """A rejection survives pickling (e.g. to a worker process) and copying, field for field."""
-    error = build(*FIELDS)
-    assert same(clone(error)) == same(CircuitOpenError(*FIELDS))
+    error = build(*fields)
+    assert same(clone(error)) == same(CircuitOpenError(*fields))
 
 
 # --- verdict ----------------------------------------------------------------------------
@@ -623,8 +673,8 @@ def test_retry_after(headers: dict[str, Any] | None, expected: float | None) -> 
 def test_retry_after_date_is_gmt_whatever_the_local_zone(
     monkeypatch: pytest.MonkeyPatch, zone: str, date: str
 ) -> None:
-    """An HTTP date without a zone (or with -0000) is GMT, as HTTP defines it, not the
-    machine's local time."""
+    """An HTTP date without a zone (or with -0000) is GMT, not the machine's local time."""
+    # as HTTP defines it
     monkeypatch.setenv("TZ", zone)
     time.tzset()
     try:

@@ -501,9 +501,10 @@ async def test_timed_out_order_applied_or_not(
     kraken_simulator.faults.add(Fault.latency(0.25, applied=applied), endpoint="AddOrder")
     with pytest.raises(ccxt.RequestTimeout):
         await exchange.create_order("BTC/USD", "limit", "buy", 0.01, 40000)
-    await asyncio.sleep(0.3)  # the held request finishes on the server after the client left
-    assert len(kraken_simulator.orders()) == placed
     [record] = [r for r in kraken_simulator.requests if r.endpoint == "AddOrder"]
+    # the held request finishes on the server after the client left
+    await until(lambda: record.finished)
+    assert len(kraken_simulator.orders()) == placed
     assert (record.fault, record.status) == ("latency", 200 if applied else None)
 
 
@@ -547,6 +548,22 @@ async def test_hold_keeps_requests_until_release(
         0,
         None,
     )
+
+
+async def test_record_is_finished_once_the_server_is_done(
+    make: Make, kraken_simulator: KrakenSimulator
+) -> None:
+    """A request's record says finished=False while it is held, and True once answered."""
+    exchange = make()
+    gate = Fault.hold()
+    kraken_simulator.faults.add(gate, endpoint="Time")
+    call = asyncio.create_task(exchange.fetch_time())
+    await until(lambda: kraken_simulator.count("Time") == 1)
+    [record] = kraken_simulator.requests
+    assert (record.status, record.finished) == (None, False)
+    gate.release()
+    await call
+    assert (record.status, record.finished) == (200, True)
 
 
 async def test_hold_with_times_holds_only_that_many(

@@ -247,7 +247,10 @@ class _Printer:
     def __init__(self, out: TextIO, color: bool) -> None:
         self.out = out
         self.color = color
-        self.arrow = "→" if _can_encode(out, "→") else "->"
+        # A stream that cannot encode a symbol (an ASCII terminal, a cp1252 redirect on
+        # Windows) gets its ASCII stand-in instead of a UnicodeEncodeError.
+        self.arrow = _symbol(out, "\u2192", "->")
+        self.dot = _symbol(out, "\u00b7", "/")
         self.start = time.monotonic()
 
     def now(self) -> float:
@@ -258,7 +261,12 @@ class _Printer:
         self.write(f"{stamp:<9} {text}\n")
 
     def write(self, text: str) -> None:
-        self.out.write(text)
+        try:
+            self.out.write(text)
+        except UnicodeEncodeError:
+            # text the demo does not choose (an exchange's message) may hold anything
+            encoding = getattr(self.out, "encoding", None) or "ascii"
+            self.out.write(text.encode(encoding, "backslashreplace").decode(encoding))
         self.out.flush()
 
     def paint(self, text: str, code: str) -> str:
@@ -273,8 +281,19 @@ class _Printer:
         cause = _brief(event.cause) if event.new_state == "open" else ""
         text += f"; {cause})" if cause else ")"
         if event.new_state == "open" and event.retry_after is not None:
-            text += f" retry in {event.retry_after:.1f}s"
+            text += f", retry in {event.retry_after:.1f} s"
         self.line(text, at)
+
+    def status(self, group: str, state: str, retry_after: float | None) -> str:
+        """``private open, 2.5 s left``: a group's state and, while open, the time left."""
+        text = f"{group} {self.state(state)}"
+        if state != "open":
+            return text
+        if retry_after is None:
+            return f"{text} until reset"  # forced open
+        if round(retry_after, 1) > 0:
+            return f"{text}, {retry_after:.1f} s left"
+        return f"{text}, next call probes"  # the open time is over; half-open comes lazily
 
 
 class _Run:
@@ -304,12 +323,13 @@ class _Run:
     async def play(self) -> Summary:
         s, p = self.scenario, self.p
         p.write(
-            f"A Kraken simulator on {self.sim.url} and a bot that, every {s.pace:.2f}s for "
-            f"{s.duration:g}s,\nfetches the {' and '.join(SYMBOLS)} tickers (public), its "
-            "balance (private), and places and\ncancels an order (trading); the client times "
-            f"out after {s.timeout:.2f}s. Each group's breaker opens after\n3 failures, for "
-            f"{s.reset_timeout:.1f}s at first (twice as long after a failed probe), and closes "
-            "after 2 good probes.\n\n"
+            f"A Kraken simulator on {self.sim.url} and, for {s.duration:g} s, a bot that every "
+            f"{s.pace:.2f} s\nfetches the {' and '.join(SYMBOLS)} tickers (public), its "
+            "balance (private), and places and\ncancels an order (trading); the client gives "
+            f"up on a request after {s.timeout:.2f} s. Each group's\nbreaker opens after 3 "
+            f"failures and stays open {s.reset_timeout:.1f} s at first (twice as long after a "
+            "failed\nprobe), then closes after 2 good probes. t=+N.Ns: seconds since the bot "
+            "started.\n\n"
         )
         await self.exchange.load_markets()
         p.start = time.monotonic()  # the timeline starts with the bot
@@ -359,7 +379,7 @@ class _Run:
         self._incident(
             "private API outage",
             "private",
-            f"private API outage for {s.outage_for:.1f}s (EService:Unavailable)",
+            f"private API outage lasting {s.outage_for:.1f} s (EService:Unavailable)",
             Fault.kraken_error("EService:Unavailable"),
             seconds=s.outage_for,
         )
@@ -369,7 +389,8 @@ class _Run:
         self._incident(
             "trading rate limit",
             "trading",
-            f"trading rate limit: HTTP 429 with Retry-After: {s.retry_after}",
+            f"trading rate limit: HTTP 429 with Retry-After: {s.retry_after} "
+            f"(wait {s.retry_after} s)",
             Fault.too_many_requests(s.retry_after),
             times=1,
         )
@@ -378,8 +399,8 @@ class _Run:
         self._incident(
             "slow public answers",
             "public",
-            f"the next {SLOW_REQUESTS} public answers take {delay:.2f}s "
-            f"(client timeout {s.timeout:.2f}s)",
+            f"the next {SLOW_REQUESTS} public answers each take {delay:.2f} s; "
+            f"the client gives up after {s.timeout:.2f} s",
             Fault.latency(delay),
             times=SLOW_REQUESTS,
         )
@@ -388,18 +409,14 @@ class _Run:
         every = self.scenario.duration / 10
         while True:
             await asyncio.sleep(every)
-            parts = []
-            for group in GROUPS:
-                breaker = self.breakers[group]
-                text = self.p.state(breaker.state.value)
-                wait = breaker.retry_after
-                if breaker.state == "open" and wait:
-                    text += f" {wait:.1f}s"
-                parts.append(f"{group} {text}")
+            parts = [
+                self.p.status(g, self.breakers[g].state.value, self.breakers[g].retry_after)
+                for g in GROUPS
+            ]
             sent = len(self.sim.requests)
             rejected = sum(b.snapshot()["rejected"] for b in self.breakers.values())
             tail = f"| sent {sent}, rejected {rejected}"
-            self.p.line(self.p.paint("status   ", "2") + " · ".join(parts) + " " + tail)
+            self.p.line(self.p.paint("status   ", "2") + f" {self.p.dot} ".join(parts) + " " + tail)
 
     def _summary(self) -> Summary:
         snapshot = self.breakers.snapshot()
@@ -456,8 +473,9 @@ class _Run:
         return max(hit) - self.p.start if hit else None
 
     def _print_summary(self, summary: Summary) -> None:
-        w = self.p.out.write
-        w(f"\nsummary after {summary.duration:.1f}s\n\n")
+        lines: list[str] = []
+        w = lines.append
+        w(f"\nsummary of the {summary.duration:.1f} s run\n\n")
         w(f"  {'group':<8} {'sent':>6} {'failed':>7} {'rejected':>9}  state\n")
         for g in GROUPS:
             w(
@@ -474,7 +492,7 @@ class _Run:
         )
         for r in summary.incidents:
             w(
-                f"  {r.name:<21} {r.group:<8} {f'+{r.started:.1f}s':>8} "
+                f"  {r.name:<21} {r.group:<8} {f't=+{r.started:.1f}s':>8} "
                 f"{_seconds(r.time_to_open):>13} {_seconds(r.time_to_recover):>16}\n"
             )
         w(
@@ -490,7 +508,7 @@ class _Run:
             w("  none\n")
         done = ", ".join(f"{n} {k}" for k, n in summary.done.items())
         w(f"\n  the bot's successful calls: {done or 'none'}\n")
-        self.p.out.flush()
+        self.p.write("".join(lines))
 
 
 def _brief(cause: dict[str, str] | None) -> str:
@@ -506,7 +524,8 @@ def _brief(cause: dict[str, str] | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}s"
+    """A duration for the summary's table: ``0.3 s``, or ``-`` when it never ended."""
+    return "-" if value is None else f"{value:.1f} s"
 
 
 def _wants_color(out: TextIO) -> bool:
@@ -514,9 +533,10 @@ def _wants_color(out: TextIO) -> bool:
     return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
 
 
-def _can_encode(out: TextIO, text: str) -> bool:
+def _symbol(out: TextIO, symbol: str, ascii_: str) -> str:
+    """``symbol`` if ``out``'s encoding can encode it, else its ASCII stand-in."""
     try:
-        text.encode(getattr(out, "encoding", None) or "utf-8")
+        symbol.encode(getattr(out, "encoding", None) or "utf-8")
     except (UnicodeEncodeError, LookupError):
-        return False
-    return True
+        return ascii_
+    return symbol

@@ -12,20 +12,36 @@ simulator's clock, a seeded probability, or any mix of them)::
     gate = Fault.hold(); sim.faults.add(gate, endpoint="AddOrder"); ...; gate.release()
 
 The oldest active rule that matches a request wins, and spent rules drop out.
+
+:func:`add_rule` and :func:`describe_rule` translate rules to and from the JSON of the
+simulator's control API (``{"fault": {"kind": "http", "status": 503}, "times": 3}``);
+the rule itself is always made by :meth:`Faults.add`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import math
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ._state import GROUPS, Group
 
-__all__ = ["Fault", "FaultKind", "FaultRule", "Faults"]
+__all__ = [
+    "KINDS",
+    "Fault",
+    "FaultKind",
+    "FaultRule",
+    "Faults",
+    "FieldError",
+    "add_rule",
+    "describe_fault",
+    "describe_rule",
+]
 
 FaultKind = Literal[
     "http",
@@ -58,6 +74,16 @@ _CHALLENGE = (
     '<body><div id="challenge-body-text">api.kraken.com needs to review the security of '
     "your connection before proceeding.</div></body></html>"
 )
+
+
+class FieldError(ValueError):
+    """A refused argument, naming it: ``field`` is the parameter (``times``, ``fault.status``)
+    and the message reads ``"<field> <problem>"``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
 
 
 def _error_page(status: int) -> str:
@@ -100,7 +126,7 @@ class Fault:
     def http(cls, status: int, *, headers: Mapping[str, str] | None = None) -> Fault:
         """An HTTP error with the HTML page Kraken's edge serves (Cloudflare's for 52x)."""
         if not 400 <= status <= 599:
-            raise ValueError(f"an HTTP error status is 4xx or 5xx, not {status}")
+            raise FieldError("status", f"must be an HTTP error status, 4xx or 5xx, not {status}")
         return cls(
             "http",
             status=status,
@@ -114,6 +140,8 @@ class Fault:
         cls, message: str, *, status: int = 200, headers: Mapping[str, str] | None = None
     ) -> Fault:
         """Kraken's JSON error envelope ``{"error": [message]}``, by default with HTTP 200."""
+        if not 200 <= status <= 599:
+            raise FieldError("status", f"must be an HTTP status, 200 to 599, not {status}")
         body = json.dumps({"error": [message]})
         return cls("kraken_error", status=status, body=body, headers=tuple((headers or {}).items()))
 
@@ -143,7 +171,7 @@ class Fault:
     def latency(cls, seconds: float, *, applied: bool = False) -> Fault:
         """Answer normally, but only after ``seconds`` (real time, to beat a client timeout)."""
         if seconds < 0:
-            raise ValueError("latency cannot be negative")
+            raise FieldError("seconds", "cannot be negative")
         return cls("latency", delay=seconds, applied=applied)
 
     @classmethod
@@ -184,7 +212,8 @@ class Fault:
 class FaultRule:
     """A fault bound to a scope and a duration; returned by :meth:`Faults.add`.
 
-    ``hits`` counts the requests it has answered; ``until`` is on the simulator's clock.
+    ``hits`` counts the requests it has answered; ``until`` is on the simulator's clock;
+    ``id`` numbers the rules of one script from 1, in the order they were added.
     """
 
     fault: Fault
@@ -195,6 +224,7 @@ class FaultRule:
     probability: float
     _random: random.Random = field(repr=False)
     hits: int = 0
+    id: int = 0
 
     def spent(self, now: float) -> bool:
         return (
@@ -215,6 +245,7 @@ class Faults:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._rules: list[FaultRule] = []
+        self._ids = itertools.count(1)
 
     def add(
         self,
@@ -237,15 +268,24 @@ class Faults:
         with ``seed``, so a run is reproducible.
         """
         if group is not None and group not in GROUPS:
-            raise ValueError(f"group must be one of {', '.join(GROUPS)}, not {group!r}")
+            raise FieldError("group", f"must be one of {', '.join(GROUPS)}, not {group!r}")
         if times is not None and times < 1:
-            raise ValueError("times must be at least 1")
-        if seconds is not None and seconds <= 0:
-            raise ValueError("seconds must be positive")
+            raise FieldError("times", "must be at least 1")
+        if seconds is not None and not seconds > 0:
+            raise FieldError("seconds", "must be positive")
         if not 0.0 < probability <= 1.0:
-            raise ValueError("probability must be in (0, 1]")
+            raise FieldError("probability", "must be in (0, 1]")
         until = None if seconds is None else self._clock() + seconds
-        rule = FaultRule(fault, endpoint, group, times, until, probability, random.Random(seed))
+        rule = FaultRule(
+            fault,
+            endpoint,
+            group,
+            times,
+            until,
+            probability,
+            random.Random(seed),
+            id=next(self._ids),
+        )
         self._rules.append(rule)
         return rule
 
@@ -276,3 +316,166 @@ class Faults:
             rule.hits += 1
             return rule.fault
         return None
+
+
+# -- the control API's JSON form ----------------------------------------------------------
+
+_Check = Callable[[str, Any], Any]
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(name, f"must be an integer, not {value!r}")
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FieldError(name, f"must be a number, not {value!r}")
+    return float(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise FieldError(name, f"must be a non-empty string, not {value!r}")
+    if any(c in value for c in "\r\n\0"):
+        raise FieldError(name, "must be one line")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(name, f"must be true or false, not {value!r}")
+    return value
+
+
+def _headers(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise FieldError(name, f'must be an object such as {{"X-Ray": "1"}}, not {value!r}')
+    return {_text(f"{name}.{k}", k): _text(f"{name}.{k}", v) for k, v in value.items()}
+
+
+def _retry_after(name: str, value: Any) -> float | str | None:
+    # seconds, any header text, or null for no header at all: as Fault.too_many_requests
+    if value is None or isinstance(value, str):
+        return value if value is None else _text(name, value)
+    return _number(name, value)
+
+
+def _optional(check: _Check) -> _Check:
+    def optional(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+
+    return optional
+
+
+# Each kind is the Fault class method of that name, and takes its keyword arguments.
+_KINDS: dict[str, tuple[Callable[..., Fault], dict[str, tuple[_Check, bool]]]] = {
+    "http": (Fault.http, {"status": (_integer, True), "headers": (_headers, False)}),
+    "kraken_error": (
+        Fault.kraken_error,
+        {"message": (_text, True), "status": (_integer, False), "headers": (_headers, False)},
+    ),
+    "throttled": (Fault.throttled, {"until": (_number, True)}),
+    "too_many_requests": (
+        Fault.too_many_requests,
+        {"retry_after": (_retry_after, False), "error": (_optional(_text), False)},
+    ),
+    "latency": (Fault.latency, {"seconds": (_number, True), "applied": (_flag, False)}),
+    "disconnect": (Fault.disconnect, {}),
+    "truncated": (Fault.truncated, {}),
+    "html": (Fault.html, {}),
+    "empty": (Fault.empty, {}),
+    "hold": (Fault.hold, {}),
+}
+# ... and the rule around it takes the keyword arguments of Faults.add.
+_SCOPE: dict[str, _Check] = {
+    "endpoint": _optional(_text),
+    "group": _optional(_text),
+    "times": _optional(_integer),
+    "seconds": _optional(_number),
+    "probability": _number,
+    "seed": _integer,
+}
+KINDS = tuple(_KINDS)
+"""The fault kinds of the JSON form: the names of :class:`Fault`'s class methods."""
+
+
+def _fault(spec: Any) -> Fault:
+    if not isinstance(spec, Mapping):
+        raise FieldError("fault", 'must be an object such as {"kind": "http", "status": 503}')
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise FieldError("fault.kind", f"must be one of {', '.join(_KINDS)}, not {kind!r}")
+    build, params = _KINDS[kind]
+    arguments = {}
+    for name, value in spec.items():
+        if name == "kind":
+            continue
+        if name not in params:
+            takes = f"they take {', '.join(params)}" if params else "they take none"
+            raise FieldError(f"fault.{name}", f"is not an argument of {kind} faults ({takes})")
+        arguments[name] = params[name][0](f"fault.{name}", value)
+    for name, (_, required) in params.items():
+        if required and name not in arguments:
+            raise FieldError(f"fault.{name}", f"is required for {kind} faults")
+    try:
+        return build(**arguments)
+    except FieldError as exc:
+        raise FieldError(f"fault.{exc.field}", exc.problem) from None
+
+
+def add_rule(faults: Faults, data: Any) -> FaultRule:
+    """Add the rule the control API's JSON describes, through :meth:`Faults.add`.
+
+    ``{"fault": {"kind": "http", "status": 503}, "group": "private", "times": 3}``:
+    ``fault`` holds a kind (a :class:`Fault` class method) and that method's keyword
+    arguments; the other keys are :meth:`Faults.add`'s. Raises :class:`FieldError`
+    naming the first field that is unknown, of the wrong type or out of range.
+    """
+    if not isinstance(data, Mapping):
+        raise FieldError("body", 'must be a JSON object such as {"fault": {"kind": "empty"}}')
+    for name in data:
+        if name != "fault" and name not in _SCOPE:
+            fields = ", ".join(["fault", *_SCOPE])
+            raise FieldError(str(name), f"is not a field of a fault rule ({fields})")
+    fault = _fault(data.get("fault"))
+    scope = {name: check(name, data[name]) for name, check in _SCOPE.items() if name in data}
+    return faults.add(fault, **scope)
+
+
+def describe_fault(fault: Fault) -> dict[str, Any]:
+    """A fault in the JSON form :func:`add_rule` takes (a throttle reads as its kraken_error)."""
+    described: dict[str, Any] = {"kind": fault.kind}
+    if fault.kind == "latency":
+        described.update(seconds=fault.delay, applied=fault.applied)
+    elif fault.kind == "too_many_requests":
+        retry_after = dict(fault.headers).get("Retry-After")
+        described.update(retry_after=retry_after, error=_kraken_message(fault.body))
+    elif fault.kind in ("http", "kraken_error"):
+        if fault.kind == "kraken_error":
+            described["message"] = _kraken_message(fault.body)
+        described.update(status=fault.status, headers=dict(fault.headers))
+    return described
+
+
+def _kraken_message(body: str) -> str | None:
+    # the first error of Kraken's envelope; None for a text body (or one a test replaced)
+    try:
+        return str(json.loads(body)["error"][0])
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+def describe_rule(rule: FaultRule, now: float) -> dict[str, Any]:
+    """A rule as the control API lists it; ``seconds_left`` is on the simulator's clock."""
+    return {
+        "id": rule.id,
+        "fault": describe_fault(rule.fault),
+        "endpoint": rule.endpoint,
+        "group": rule.group,
+        "times": rule.times,
+        "seconds_left": None if rule.until is None else max(rule.until - now, 0.0),
+        "probability": rule.probability,
+        "hits": rule.hits,
+    }

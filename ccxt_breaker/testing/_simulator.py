@@ -3,6 +3,10 @@
 It answers the endpoints behind ccxt's unified methods with Kraken's response
 shapes, checks ``API-Key``/``API-Sign``/nonce as Kraken does, keeps per-key orders,
 balances and rate counters, and plays scripted faults (see ``_faults``).
+
+Under ``/_simulator/`` the same server answers a small JSON control API, so a bot in
+another process can be tested against scripted faults too (see ``_control_routes``).
+Its handlers only translate: the rules are made by :meth:`Faults.add`.
 """
 
 from __future__ import annotations
@@ -16,18 +20,20 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from ._faults import Fault, FaultKind, Faults
+from ._faults import Fault, FaultKind, FaultRule, Faults, FieldError, add_rule, describe_rule
 from ._state import (
     ASSETS,
+    GROUPS,
     MARKETS,
     TIERS,
     Account,
@@ -55,16 +61,20 @@ DEFAULT_BALANCES: Mapping[str, str] = {"ZUSD": "100000", "XXBT": "2", "XETH": "2
 
 SystemStatus = Literal["online", "maintenance", "cancel_only", "post_only"]
 
+CONTROL_PATH = "/_simulator"
+"""Where the control API lives on the simulator's server; Kraken's paths start with /0/."""
+
 
 @dataclass(slots=True)
 class RequestRecord:
     """One request the simulator received.
 
     ``status`` is ``None`` while the request is in flight or when no HTTP answer was
-    sent (a dropped connection, a client gone during latency); ``error`` is the
-    Kraken error string answered, ``fault`` the scripted fault that answered it, and
-    ``key_id`` a short hash of the API key: the log never holds a key, a signature
-    or a nonce.
+    sent (a dropped connection, a client gone during latency); ``finished`` tells the
+    two apart: it turns true once the server is done with the request, answered or
+    not. ``error`` is the Kraken error string answered, ``fault`` the scripted fault
+    that answered it, and ``key_id`` a short hash of the API key: the log never holds
+    a key, a signature or a nonce.
     """
 
     endpoint: str
@@ -75,6 +85,7 @@ class RequestRecord:
     status: int | None = None
     error: str | None = None
     fault: FaultKind | None = None
+    finished: bool = False
 
 
 def _key_id(key: str) -> str:
@@ -156,15 +167,20 @@ class KrakenSimulator:
         """Bind and serve; ``async with`` does this for you."""
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
-        app = web.Application()
+        app = web.Application(middlewares=[_control_errors])
         app.router.add_route("*", "/0/{section:public|private}/{endpoint:.+}", self._handle)
         app.router.add_route("GET", "/{section:zendesk}/{endpoint:[0-9]+}", self._handle)
+        app.router.add_routes(self._control_routes())
         # handler_cancellation stays off (aiohttp's default): a request whose client
         # timed out must still run to completion, as on a real exchange.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()  # a port in use leaves nothing behind
+            raise
         self._runner = runner
         self._closing = asyncio.Event()
         self._port = runner.addresses[0][1]
@@ -198,6 +214,11 @@ class KrakenSimulator:
         if self._runner is None:
             raise RuntimeError("the simulator is not running; use `async with` or start()")
         return f"http://{self._host}:{self._port}"
+
+    @property
+    def control_url(self) -> str:
+        """The control API's base URL, :attr:`url` + ``/_simulator``."""
+        return self.url + CONTROL_PATH
 
     @property
     def api_key(self) -> str:
@@ -277,6 +298,14 @@ class KrakenSimulator:
             key_id=_key_id(key) if key else None,
         )
         self._log.append(record)
+        try:
+            return await self._serve(request, record, section, endpoint)
+        finally:
+            record.finished = True
+
+    async def _serve(
+        self, request: web.Request, record: RequestRecord, section: str, endpoint: str
+    ) -> web.StreamResponse:
         fault = self.faults.draw(endpoint, record.group)
         record.fault = fault.kind if fault is not None else None
         if fault is not None and fault.gate is not None:
@@ -344,6 +373,98 @@ class KrakenSimulator:
             content_type=fault.content_type,
             headers=dict(fault.headers),
         )
+
+    # -- control API -----------------------------------------------------------------
+
+    def _control_routes(self) -> list[web.RouteDef]:
+        """JSON in and out; a bad field is a 400 naming it (see ``_control_errors``)."""
+        return [
+            web.get(f"{CONTROL_PATH}/faults", self._list_faults),
+            web.post(f"{CONTROL_PATH}/faults", self._add_fault),
+            web.delete(f"{CONTROL_PATH}/faults", self._clear_faults),
+            web.delete(f"{CONTROL_PATH}/faults/{{id:[0-9]+}}", self._remove_fault),
+            web.post(f"{CONTROL_PATH}/faults/{{id:[0-9]+}}/release", self._release_fault),
+            web.get(f"{CONTROL_PATH}/status", self._get_status),
+            web.put(f"{CONTROL_PATH}/status", self._set_status),
+            web.get(f"{CONTROL_PATH}/requests", self._list_requests),
+            web.delete(f"{CONTROL_PATH}/requests", self._reset_requests),
+        ]
+
+    def _active_rules(self) -> list[FaultRule]:
+        now = self._clock()
+        return [rule for rule in self.faults if not rule.spent(now)]
+
+    def _rule(self, request: web.Request) -> FaultRule:
+        wanted = int(request.match_info["id"])
+        for rule in self._active_rules():
+            if rule.id == wanted:
+                return rule
+        raise _ControlError(404, f"no active fault rule {wanted}")
+
+    async def _list_faults(self, request: web.Request) -> web.Response:
+        now = self._clock()
+        return web.json_response({"faults": [describe_rule(r, now) for r in self._active_rules()]})
+
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        rule = add_rule(self.faults, await _json_body(request))
+        return web.json_response(describe_rule(rule, self._clock()), status=201)
+
+    async def _clear_faults(self, request: web.Request) -> web.Response:
+        removed = len(self._active_rules())
+        self.faults.clear()
+        return web.json_response({"removed": removed})
+
+    async def _remove_fault(self, request: web.Request) -> web.Response:
+        rule = self._rule(request)
+        self.faults.remove(rule)
+        return web.json_response(describe_rule(rule, self._clock()))
+
+    async def _release_fault(self, request: web.Request) -> web.Response:
+        rule = self._rule(request)
+        if rule.fault.kind != "hold":
+            raise _ControlError(
+                409, f"fault rule {rule.id} is {rule.fault.kind}: only a hold is released"
+            )
+        rule.fault.release()
+        return web.json_response(describe_rule(rule, self._clock()))
+
+    async def _get_status(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": self.status})
+
+    async def _set_status(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise FieldError("body", 'must be a JSON object such as {"status": "maintenance"}')
+        for name in body:
+            if name != "status":
+                raise FieldError(str(name), "is not a field here (status is)")
+        status = body.get("status")
+        if not isinstance(status, str) or status not in get_args(SystemStatus):
+            raise FieldError(
+                "status", f"must be one of {', '.join(get_args(SystemStatus))}, not {status!r}"
+            )
+        self.status = cast(SystemStatus, status)
+        return web.json_response({"status": self.status})
+
+    async def _list_requests(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        for name in query:
+            if name not in ("endpoint", "group"):
+                raise FieldError(name, "is not a filter (endpoint and group are)")
+        endpoint, group = query.get("endpoint"), query.get("group")
+        if group is not None and group not in GROUPS:
+            raise FieldError("group", f"must be one of {', '.join(GROUPS)}, not {group!r}")
+        records = [
+            asdict(r)
+            for r in self._log
+            if (endpoint is None or r.endpoint == endpoint) and (group is None or r.group == group)
+        ]
+        return web.json_response({"requests": records})
+
+    async def _reset_requests(self, request: web.Request) -> web.Response:
+        removed = len(self._log)
+        self.reset_log()
+        return web.json_response({"removed": removed})
 
     # -- Kraken ----------------------------------------------------------------------
 
@@ -433,6 +554,36 @@ class KrakenSimulator:
             token = base64.b64encode(self._ids.randbytes(30)).decode()
             return {"token": token, "expires": 900}
         raise KrakenError("EGeneral:Unknown method")
+
+
+class _ControlError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read() or b"null")
+    except ValueError as exc:
+        raise FieldError("body", f"must be JSON ({exc})") from None
+
+
+@web.middleware
+async def _control_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The control API answers errors in JSON: ``{"error": ..., "field": ...}``."""
+    if not request.path.startswith(CONTROL_PATH + "/") and request.path != CONTROL_PATH:
+        return await handler(request)
+    try:
+        return await handler(request)
+    except FieldError as exc:
+        return web.json_response({"error": str(exc), "field": exc.field}, status=400)
+    except _ControlError as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    except web.HTTPException as exc:  # no such route (404) or method (405)
+        error = f"{exc.reason}: {request.method} {request.path}"
+        allow = {k: v for k, v in exc.headers.items() if k == "Allow"}
+        return web.json_response({"error": error}, status=exc.status, headers=allow)
 
 
 def _envelope_article(article: str) -> web.Response:

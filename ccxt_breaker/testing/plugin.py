@@ -1,8 +1,9 @@
 """pytest fixtures for bots that trade on Kraken through ccxt; loaded automatically.
 
 * ``kraken_simulator``: a running :class:`KrakenSimulator`, fresh for each test.
-* ``kraken_factory``: builds exchanges pointed at that simulator and closes them all
-  at teardown::
+* ``kraken_factory``: builds exchanges pointed at that simulator (ccxt's rate limiter
+  off unless the config says ``"enableRateLimit": True``) and closes them all at
+  teardown::
 
       async def test_survives_outage(kraken_simulator, kraken_factory):
           kraken_simulator.faults.add(Fault.http(503), group="public", times=5)
@@ -11,17 +12,22 @@
 
 The fixtures are async and need pytest-asyncio (in ``auto`` or ``strict`` mode); without
 it they fail with an install hint instead of breaking pytest for everyone else.
+
+pytest loads this module at every start-up wherever the package is installed, so it
+imports only pytest: ccxt, aiohttp's server and the simulator are imported by the
+fixtures, in the tests that use them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from ._simulator import KrakenSimulator, strict_nonces
+if TYPE_CHECKING:
+    from ._simulator import KrakenSimulator
 
 __all__ = ["KrakenFactory", "kraken_factory", "kraken_simulator"]
 
@@ -69,8 +75,12 @@ class KrakenFactory:
 
         ``config`` is merged over the simulator's credentials and URLs (nested dicts
         merge key by key), so a test can still pass a wrong ``secret`` or its own
-        ``options``. ``enableRateLimit`` and ``timeout`` stay ccxt's unless you set them.
+        ``options``. ccxt's rate limiter is off (``enableRateLimit: False``): it would
+        make each call wait in real time. A test of the bot's own pacing turns it back
+        on with ``{"enableRateLimit": True}``. ``timeout`` stays ccxt's unless you set it.
         """
+        from ._simulator import strict_nonces
+
         if cls is None:
             # imported here so the plugin loads even when the breaker itself is broken
             from ccxt_breaker import kraken
@@ -78,7 +88,8 @@ class KrakenFactory:
             cls = kraken
         # ccxt sleeps 250 ms in close() so TLS transports can shut down; plain HTTP to
         # 127.0.0.1 has none, and the pause would dominate a suite of short tests.
-        base = {**self.simulator.ccxt_config(), "timeout_on_exit": 0}
+        # Its rate limiter sleeps in real time between calls: off unless the test asks.
+        base = {**self.simulator.ccxt_config(), "enableRateLimit": False, "timeout_on_exit": 0}
         exchange = cls(_merge(base, config or {}))
         strict_nonces(exchange)
         self.made.append(exchange)
@@ -93,13 +104,21 @@ class KrakenFactory:
 @_async_fixture
 async def kraken_simulator() -> AsyncIterator[KrakenSimulator]:
     """A running Kraken simulator on 127.0.0.1, fresh for each test."""
+    from ._simulator import KrakenSimulator
+
     async with KrakenSimulator() as simulator:
         yield simulator
 
 
 @_async_fixture
 async def kraken_factory(kraken_simulator: KrakenSimulator) -> AsyncIterator[KrakenFactory]:
-    """Build exchanges pointed at ``kraken_simulator``; all are closed at teardown."""
+    """Build exchanges pointed at ``kraken_simulator``; all are closed at teardown.
+
+    ``kraken_factory(config, cls=...)`` merges ``config`` over the simulator's
+    credentials and URLs. ccxt's rate limiter is off, so tests never sleep in real time
+    between calls; to test your bot's pacing, turn it on:
+    ``kraken_factory({"enableRateLimit": True})``.
+    """
     factory = KrakenFactory(kraken_simulator)
     try:
         yield factory

@@ -355,8 +355,8 @@ async def test_cancellation_is_neutral(
     cancel: Any,
     expected: Any,
 ) -> None:
-    """The caller sees the cancellation unchanged, nothing is counted, no transition happens,
-    and a half-open probe slot is given back so the next call is admitted as a probe."""
+    """A cancelled call counts nothing, changes no state, and gives its half-open slot back."""
+    # the caller sees the cancellation unchanged, and the next call is admitted as a probe
     target = target_type(sim, clock)
     seen, before, after, _ = await cancel_at_hold_point(target, clock, state, cancel)
     refused = await refuses(target)
@@ -417,8 +417,7 @@ JUDGED: dict[str, dict[str, Any]] = {
 async def test_shielded_attempt_outlives_its_cancelled_caller(
     sim: KrakenSimulator, clock: FakeClock, state: str, cancel: Any, expected: Any
 ) -> None:
-    """Cancelling the caller of a shielded attempt counts nothing and keeps the attempt's
-    slot while it is still out; its own answer is judged later, and gives the slot back."""
+    """A shielded attempt keeps its slot past its cancelled caller; its answer is judged later."""
     target = SubclassShield(sim, clock)
     seen, before, after, events = await cancel_at_hold_point(target, clock, state, cancel)
     assert target.gate is not None

@@ -66,8 +66,8 @@ def test_ccxt_signature_is_what_the_hook_expects(name: str) -> None:
 
 @pytest.mark.parametrize("name", HOOKED)
 def test_hook_names_ccxts_parameters(name: str) -> None:
-    """The hook's override of <name> names ccxt's leading parameters in ccxt's order, so a
-    caller may pass them by name; any further ones pass through unchanged."""
+    """The hook's override of <name> names ccxt's leading parameters, in ccxt's order."""
+    # so a caller may pass them by name; any further ones pass through unchanged
     hook = inspect.signature(getattr(BreakerMixin, name)).parameters.values()
     named = [p.name for p in hook if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     assert named == parameters(getattr(Exchange, name))[: len(named)]
@@ -82,8 +82,8 @@ def test_hooked_methods_are_coroutines(name: str) -> None:
 
 
 def test_request_goes_through_fetch2() -> None:
-    """ccxt's request() calls self.fetch2(), so the hook (and a test's patch of fetch2)
-    sees every implicit call."""
+    """ccxt's request() calls self.fetch2(), so the hook sees every implicit call."""
+    # and so does a test's patch of fetch2
     assert "self.fetch2(" in source(Exchange.request), (
         f"ccxt {ccxt.__version__}: Exchange.request no longer calls self.fetch2(); the hook "
         "would miss implicit calls"
@@ -91,8 +91,8 @@ def test_request_goes_through_fetch2() -> None:
 
 
 def test_fetch2_throttles_then_fetches_and_sleeps_between_retries() -> None:
-    """ccxt's fetch2 awaits throttle(), then fetch() per attempt, and sleep() between
-    retries: the hook checks before the queue, per attempt, and before a retry."""
+    """ccxt's fetch2 awaits throttle(), then fetch() per attempt, and sleep() between retries."""
+    # so the hook checks before the queue, per attempt, and before a retry
     text = source(Exchange.fetch2)
     at = {name: text.find(f"self.{name}(") for name in ("throttle", "fetch", "sleep")}
     assert min(at.values()) >= 0, f"ccxt {ccxt.__version__}: fetch2 calls {at}"
@@ -102,8 +102,8 @@ def test_fetch2_throttles_then_fetches_and_sleeps_between_retries() -> None:
 
 
 def test_fetch_reports_every_answer_to_on_rest_response() -> None:
-    """ccxt's fetch hands every answered attempt to on_rest_response() before it judges the
-    answer: that is where the hook reads the status and Retry-After."""
+    """ccxt's fetch hands every answered attempt to on_rest_response() before judging it."""
+    # that is where the hook reads the status and Retry-After
     text = source(Exchange.fetch)
     assert 0 <= text.find("self.on_rest_response(") < text.find("self.handle_errors("), (
         f"ccxt {ccxt.__version__}: fetch no longer calls on_rest_response before handle_errors"
@@ -111,8 +111,8 @@ def test_fetch_reports_every_answer_to_on_rest_response() -> None:
 
 
 def test_after_construct_runs_before_the_camelcase_copy() -> None:
-    """ccxt's constructor calls after_construct() before it copies attributes to camelCase
-    names: the registry exists by then, so circuitBreakers is the same object."""
+    """ccxt's constructor calls after_construct() before copying attributes to camelCase."""
+    # so the registry exists by then, and circuitBreakers is the same object
     text = source(BaseExchange.__init__)
     assert 0 <= text.find("self.after_construct(") < text.find("camelcase"), (
         f"ccxt {ccxt.__version__}: __init__ no longer calls after_construct() before the "
@@ -129,8 +129,8 @@ def test_pro_kraken_subclasses_async_kraken() -> None:
 
 
 def test_kraken_does_not_override_the_hooked_methods() -> None:
-    """Neither Kraken class overrides a hooked method, so nothing sits between the hook and
-    ccxt's base exchange."""
+    """Neither Kraken class overrides a hooked method."""
+    # so nothing sits between the hook and ccxt's base exchange
     names = [*HOOKED, "after_construct", "request"]
     overridden = sorted(
         name

@@ -38,8 +38,8 @@ async def open_circuit(sim: KrakenSimulator, exchange: Any) -> None:
 async def test_exactly_max_calls_reach_the_server(
     sim: KrakenSimulator, clock: FakeClock, probes: int, rate_limit: bool
 ) -> None:
-    """At half-open, of 10,000 concurrent calls exactly halfOpenMaxCalls reach the server
-    and every other one is refused with CircuitOpenError in its first step."""
+    """At half-open, of 10,000 concurrent calls exactly halfOpenMaxCalls reach the server."""
+    # every other one is refused with CircuitOpenError in its first step
     exchange = exchange_with(sim, clock, probes, enableRateLimit=rate_limit, rateLimit=5)
     breaker = exchange.circuit_breakers["public"]
     await open_circuit(sim, exchange)
@@ -89,9 +89,9 @@ async def test_rejection_happens_without_suspending(sim: KrakenSimulator, clock:
 async def test_calls_queued_while_closed_let_out_exactly_max_calls(
     sim: KrakenSimulator, clock: FakeClock, probes: int
 ) -> None:
-    """Calls that entered ccxt's rate-limit queue while the circuit was closed, and leave it
-    once it is half-open, let exactly halfOpenMaxCalls out (the permit each took before the
-    queue went stale); every other one is refused unsent, and counted once."""
+    """Calls queued while closed and let out at half-open send exactly halfOpenMaxCalls."""
+    # the permit each took before the queue went stale; every other one is refused unsent, and
+    # counted once
     calls = 200
     # the next token is a minute away: the first call passes, the rest wait in the queue
     exchange = exchange_with(sim, clock, probes, enableRateLimit=True, rateLimit=60_000)

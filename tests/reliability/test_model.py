@@ -124,7 +124,7 @@ class Reference:
     epoch: int = 0  # bumped by every transition; a permit is the epoch it was issued in
     failures: int = 0  # consecutive failures while closed
     successes: int = 0  # consecutive probe successes while half-open
-    reopens: int = 0  # opens since the circuit last closed
+    reopens: int = 0  # re-opens since the circuit last closed: the first open is none
     open_until: float = 0.0
     reason: str = "created"  # why the last transition happened
     outstanding: list[int] = field(default_factory=list)  # epochs of permits not yet returned
@@ -231,6 +231,8 @@ class Reference:
 
     def open(self, now: float, reason: str, until: float = 0.0) -> Change:
         config = self.config
+        if self.state != CLOSED:  # a failed probe, or a trip or force while not closed
+            self.reopens += 1
         if self.reopens == 0:
             duration = config.reset_timeout
         else:
@@ -241,7 +243,6 @@ class Reference:
             jittered = grown * (1 + config.reset_timeout_jitter * (2 * self.rand - 1))
             duration = min(max(jittered, config.reset_timeout), config.max_reset_timeout)
         self.open_until = max(now + duration, until)
-        self.reopens += 1
         return self.enter(OPEN, reason)
 
     def enter(self, state: str, reason: str) -> Change:
@@ -362,6 +363,7 @@ class MachineVersusModel(RuleBasedStateMachine):
             m.success_count,
             m.in_flight,
             m.generation,
+            m.reopen_count,
         )
         expected = (
             model.state,
@@ -371,6 +373,7 @@ class MachineVersusModel(RuleBasedStateMachine):
             model.successes,
             model.in_flight(),
             model.epoch,
+            model.reopens,
         )
         assert actual == expected
         retry_after = m.retry_after(self.now)
@@ -380,6 +383,7 @@ class MachineVersusModel(RuleBasedStateMachine):
 
 def test_machine_matches_reference_model() -> None:
     """Random steps: machine and reference agree on state, counts, admission and transitions."""
+    # the counts compared include the re-open count
     run_state_machine_as_test(MachineVersusModel, settings=PROFILE)
 
 

@@ -239,8 +239,7 @@ async def test_guarded_coroutine_errors_are_scrubbed(
 async def test_a_copys_credentials_are_scrubbed_from_guarded_coroutines(
     sim: KrakenSimulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A copy.copy() twin shares its original's breakers, and its own credentials quoted by a
-    coroutine guarded with breaker.call() are scrubbed as the original's are."""
+    """A copy's credentials quoted by a breaker.call() coroutine are scrubbed too."""
     caplog.set_level(logging.DEBUG, logger="ccxt_breaker")
     exchange = secret_exchange(sim, clock)
     twin = copy.copy(exchange)

@@ -186,18 +186,18 @@ def run_soak(calls: int, caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_soak_default(caplog: pytest.LogCaptureFixture) -> None:
-    """20,000 calls against a flapping service keep memory flat, the counters bounded and
-    the books exact: every half-open slot is held by a call still out, and a stale result
-    changes nothing."""
+    """20,000 calls against a flapping service keep memory flat and the books exact."""
+    # the counters stay bounded, every half-open slot is held by a call still out, and a
+    # stale result changes nothing
     run_soak(20_000, caplog)
 
 
 @heavy
 @only_heavy
 def test_soak_one_million_calls(caplog: pytest.LogCaptureFixture) -> None:
-    """1,000,000 calls against a flapping service keep memory flat, the counters bounded and
-    the books exact: every half-open slot is held by a call still out, and a stale result
-    changes nothing."""
+    """1,000,000 calls against a flapping service keep memory flat and the books exact."""
+    # the counters stay bounded, every half-open slot is held by a call still out, and a
+    # stale result changes nothing
     run_soak(1_000_000, caplog)
 
 
@@ -277,8 +277,8 @@ async def work(call: Callable[[], Awaitable[Any]]) -> tuple[int, int]:
 async def test_long_open_period_stays_flat(
     sim: KrakenSimulator, clock: FakeClock, caplog: pytest.LogCaptureFixture, refusals: Any
 ) -> None:
-    """100,000 rejections in one open period keep memory flat, and the last rejection does
-    exactly the work of the first: as many Python lines run, and as deep a traceback."""
+    """100,000 rejections in one open period keep memory flat and each rejection's work equal."""
+    # the last rejection runs as many Python lines, with as deep a traceback, as the first
     caplog.set_level(logging.CRITICAL, logger="ccxt_breaker")
     call, breaker, close = await refusals(sim, clock)
     await reject(call, BLOCK)  # warm-up: routes, counters and caches are made

@@ -80,9 +80,9 @@ async def finish(late: asyncio.Task[Any], outcome: str, answer: Callable[[], Non
 async def test_stale_result_of_guarded_call(
     clock: FakeClock, outcome: str, later: str, form: str
 ) -> None:
-    """A breaker.call(), a call of a breaker.guard function or an ``async with breaker``
-    block, started in closed and ending after the transitions, counts for nothing, and its
-    caller still gets its own result, error or cancellation."""
+    """A guarded call from closed that ends after the transitions counts for nothing."""
+    # breaker.call(), a breaker.guard function or `async with breaker`; its caller still gets its
+    # own result, error or cancellation
     breaker = CircuitBreaker(
         "stale",
         BreakerConfig(failure_threshold=3, success_threshold=2, reset_timeout=OPEN_TIME),
@@ -140,8 +140,7 @@ LATE_RESULT = {
 async def test_stale_result_through_ccxt(
     sim: KrakenSimulator, clock: FakeClock, outcome: str, later: str
 ) -> None:
-    """A ccxt call held at the server from closed, and answered or cancelled after the
-    transitions, counts for nothing in the new state."""
+    """A ccxt call held from closed and ending after the transitions counts for nothing."""
     exchange = make_exchange(sim, clock, **CONFIG)
     breaker = exchange.circuit_breakers["private"]
     assert exchange.circuit_breakers.group_of(LATE) == "private"
