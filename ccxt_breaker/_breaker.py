@@ -302,12 +302,13 @@ class CircuitBreaker:
         if m.state is CLOSED:  # the fast path: no clock, no transition
             return m.generation
         now = self._clock.monotonic()  # one reading serves the permit and the rejection
-        transition = m.poll(now)
-        if transition is not None:
-            self._announce(transition, None)
-        permit = m.acquire()
-        if permit is not None:
-            return permit
+        if not m.refuses(now):  # (a refusal asks once, rather than poll and acquire)
+            transition = m.poll(now)
+            if transition is not None:
+                self._announce(transition, None)
+            permit = m.acquire()
+            if permit is not None:
+                return permit
         counters.rejected += 1
         shadow = self.config.shadow_mode
         retry_after = m.retry_after(now)

@@ -163,6 +163,14 @@ class Machine:
             return self._enter(HALF_OPEN, "open time elapsed")
         return None
 
+    def refuses(self, now: float) -> bool:
+        """Whether a call now is refused as things stand, with no transition due: open
+        and not yet due (or forced), or half-open with every probe out. Changes nothing."""
+        state = self.state
+        if state is OPEN:
+            return self.forced or now < self.open_until
+        return state is HALF_OPEN and self.in_flight >= self.config.half_open_max_calls
+
     def acquire(self) -> int | None:
         """A permit (the current generation) for one call, or ``None`` to reject it.
 

@@ -565,3 +565,19 @@ def test_outcomes_are_slow_only_when_said() -> None:
         assert permit is not None
         assert act(m, m.on_failure, permit, 0.0) is None
     assert m.state is CLOSED
+
+
+@pytest.mark.parametrize("where", ["closed", "failing", "open", "half_open", "probing", "forced"])
+@pytest.mark.parametrize("now", [0.0, 9.999, 10.0, 11.0])
+def test_refuses_says_what_poll_and_acquire_would_do(where: str, now: float) -> None:
+    """refuses(now) is True exactly when a call now would get no permit, and changes nothing."""
+    # "probing": half-open with its one probe out
+    machines = [build("half_open" if where == "probing" else where) for _ in range(2)]
+    if where == "probing":
+        for m in machines:
+            assert m.acquire() is not None
+    asked, acted = machines
+    before = (asked.state, asked.generation, asked.in_flight, asked.open_until)
+    answer = asked.refuses(now)
+    assert (asked.state, asked.generation, asked.in_flight, asked.open_until) == before
+    assert answer is (admit(acted, now) is None)
