@@ -14,8 +14,10 @@ import logging
 import math
 import random
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
+from dataclasses import asdict
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -79,17 +81,26 @@ def _one_line(message: str) -> str:
 
 
 class Counters:
-    """What one endpoint did: attempts sent, failures among them, and calls refused."""
+    """What one endpoint did: attempts sent, how each ended (success, failure or neutral,
+    once it has), and calls refused unsent."""
 
-    __slots__ = ("calls", "failures", "rejected")
+    __slots__ = ("calls", "failures", "neutral", "rejected", "successes")
 
     def __init__(self) -> None:
         self.calls = 0
+        self.successes = 0
         self.failures = 0
+        self.neutral = 0
         self.rejected = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"calls": self.calls, "failures": self.failures, "rejected": self.rejected}
+        return {
+            "calls": self.calls,
+            "successes": self.successes,
+            "failures": self.failures,
+            "neutral": self.neutral,
+            "rejected": self.rejected,
+        }
 
 
 class CircuitBreaker:
@@ -103,12 +114,14 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_endpoints",
+        "_history",
         "_listeners",
         "_machine",
         "_opened_by",
         "_plain",
         "_scrub",
         "_timed",
+        "_transitions",
         "config",
         "exchange_id",
         "group",
@@ -140,6 +153,9 @@ class CircuitBreaker:
         self._plain = not self.config.uses_window
         self._listeners: tuple[Listener, ...] = ()
         self._endpoints: dict[str, Counters] = {}
+        # (from_state, to_state) -> how often, since the breaker was made
+        self._transitions: dict[tuple[str, str], int] = {}
+        self._history: deque[StateChanged] = deque(maxlen=self.config.history_size)
         self._opened_by: dict[str, str] | None = None
         self.last_error: dict[str, str] | None = None
         self.last_failure_time: float | None = None
@@ -183,10 +199,21 @@ class CircuitBreaker:
             "last_error": self.last_error,
             "opened_by": self._opened_by,
             "calls": sum(c.calls for c in counters),
+            "successes": sum(c.successes for c in counters),
             "failures": sum(c.failures for c in counters),
+            "neutral": sum(c.neutral for c in counters),
             "rejected": sum(c.rejected for c in counters),
+            "transitions": [
+                {"from_state": old, "to_state": new, "count": count}
+                for (old, new), count in self._transitions.items()
+            ],
             "endpoints": {path: c.as_dict() for path, c in self._endpoints.items()},
         }
+
+    def history(self) -> list[dict[str, Any]]:
+        """The last ``historySize`` transitions, oldest first, as JSON-ready dicts with the
+        fields of :class:`StateChanged` (``time`` in epoch seconds)."""
+        return [asdict(event) for event in self._history]
 
     # --- steering ------------------------------------------------------------------
 
@@ -345,16 +372,13 @@ class CircuitBreaker:
     ) -> None:
         """Record the outcome of an attempt that holds ``permit``; never raises."""
         m = self._machine
-        if (
-            kind is SUCCESS
-            and self._plain
-            and m.state is CLOSED
-            and not m.failure_count
-            and permit == m.generation
-        ):  # the fast path: nothing would change, so no clock and no machine call
-            return
+        if kind is SUCCESS:
+            counters.successes += 1
+            if self._plain and m.state is CLOSED and not m.failure_count and permit == m.generation:
+                return  # the fast path: nothing would change, so no clock and no machine call
         try:
             if kind is NEUTRAL:
+                counters.neutral += 1
                 m.release(permit)
                 return
             now = self._clock.monotonic()
@@ -424,15 +448,18 @@ class CircuitBreaker:
             f" cause={cause['type']}: {cause['message']}" if cause else "",
             "none (forced)" if retry_after is None else f"{retry_after:.3f}s",
         )
+        key = (transition.old.value, new.value)
+        self._transitions[key] = self._transitions.get(key, 0) + 1
+        event = StateChanged(
+            self.group,
+            transition.old.value,
+            new.value,
+            transition.reason,
+            cause,
+            retry_after,
+            self._clock.time(),
+            name,
+        )
+        self._history.append(event)
         if self._listeners:
-            event = StateChanged(
-                self.group,
-                transition.old.value,
-                new.value,
-                transition.reason,
-                cause,
-                retry_after,
-                self._clock.time(),
-                name,
-            )
             emit(self._listeners, event)

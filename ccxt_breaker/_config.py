@@ -62,6 +62,7 @@ class BreakerConfig:
     reset_timeout_jitter: float = 0.1
     lockout_duration: float = 900.0
     shadow_mode: bool = False
+    history_size: int = 1000
 
     @property
     def uses_window(self) -> bool:
@@ -107,13 +108,13 @@ def _number(path: str, value: Any) -> float:
     return float(value)
 
 
-def _count(path: str, value: Any) -> int:
+def _count(path: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{path} must be a whole number, got {_describe(value)}")
-    if value < 1:
-        raise ValueError(f"{path} must be at least 1, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{path} must be at least {minimum}, got {value!r}")
     return value
 
 
@@ -188,6 +189,7 @@ _KEYS: dict[str, tuple[str, _Check]] = {
     "resetTimeoutJitter": ("reset_timeout_jitter", _fraction),
     "lockoutDuration": ("lockout_duration", partial(_millis, allow_zero=True)),
     "shadowMode": ("shadow_mode", _bool),
+    "historySize": ("history_size", partial(_count, minimum=0)),
 }
 _TOP_ONLY = ("groups", "endpoints", "name", "clock")
 _DEFAULTS = BreakerConfig()

@@ -133,6 +133,12 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         """``{group: breaker.snapshot()}``, JSON-serializable."""
         return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
 
+    def history(self) -> list[dict[str, Any]]:
+        """Every breaker's transitions (the last ``historySize`` of each), merged, oldest
+        first, JSON-ready."""
+        merged = [event for breaker in self._breakers.values() for event in breaker.history()]
+        return sorted(merged, key=lambda event: event["time"])  # stable: ties keep group order
+
     def add_listener(self, listener: Listener) -> None:
         """Subscribe ``listener`` to the events of every breaker."""
         for breaker in self._breakers.values():

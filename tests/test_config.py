@@ -67,6 +67,8 @@ def test_camel_case_milliseconds_and_group_overrides() -> None:
         ({"slowCallDuration": None}, "slow_call_duration", None),
         ({"slowCallRateThreshold": 100}, "slow_call_rate_threshold", 100.0),
         ({"lockoutDuration": 0}, "lockout_duration", 0.0),
+        ({"historySize": 0}, "history_size", 0),
+        ({"historySize": 50.0}, "history_size", 50),
         ({"resetTimeout": 45_000, "maxResetTimeout": 45_000}, "max_reset_timeout", 45.0),
         # a resetTimeout over the default cap lifts the cap with it
         ({"resetTimeout": 600_000}, "max_reset_timeout", 600.0),
@@ -189,7 +191,7 @@ GROUP_KEYS = (
     "enabled, failureThreshold, successThreshold, resetTimeout, halfOpenMaxCalls, "
     "failureRateThreshold, slowCallDuration, slowCallRateThreshold, slidingWindowType, "
     "slidingWindowSize, slidingWindowDuration, minimumNumberOfCalls, resetTimeoutMultiplier, "
-    "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode"
+    "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode, historySize"
 )
 VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, name, clock"
 GROUPS = f"{ROOT}['groups']"
@@ -410,6 +412,16 @@ NEVER_JUDGED = "the rate would never be judged"
             {"lockoutDuration": -1},
             ValueError,
             f"{ROOT}['lockoutDuration'] must be zero or more milliseconds, got -1",
+        ),
+        (
+            {"historySize": -1},
+            ValueError,
+            f"{ROOT}['historySize'] must be at least 0, got -1",
+        ),
+        (
+            {"historySize": "1000"},
+            TypeError,
+            f"{ROOT}['historySize'] must be a whole number, got '1000' (str)",
         ),
         (
             {"halfOpenMaxCalls": 0},

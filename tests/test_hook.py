@@ -179,10 +179,10 @@ async def test_attempts_count_under_their_calls_endpoint(
         await exchange.privatePostEarnStrategies()
     snapshot = exchange.circuit_breakers.snapshot()
     await exchange.close()
-    assert snapshot["public"]["endpoints"] == {"Ticker": {"calls": 2, "failures": 0, "rejected": 0}}
-    assert snapshot["earn"]["endpoints"] == {
-        "Earn/Strategies": {"calls": 1, "failures": 0, "rejected": 0}
-    }
+    ticker = {"calls": 2, "successes": 2, "failures": 0, "neutral": 0, "rejected": 0}
+    earn = {"calls": 1, "successes": 1, "failures": 0, "neutral": 0, "rejected": 0}
+    assert snapshot["public"]["endpoints"] == {"Ticker": ticker}
+    assert snapshot["earn"]["endpoints"] == {"Earn/Strategies": earn}
 
 
 async def test_half_open_probe_closes_after_success_threshold(

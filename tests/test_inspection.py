@@ -146,7 +146,7 @@ async def test_all_closed_follows_the_states(
 async def test_snapshot_is_json_and_counts_per_endpoint(
     build: Build, sim: KrakenSimulator, clock: FakeClock
 ) -> None:
-    """snapshot() is JSON-serializable and counts calls, failures and rejections per endpoint."""
+    """snapshot() is JSON and counts attempts, their outcomes, refusals and transitions."""
     exchange = build(failureThreshold=2)
     down(sim, "Ticker", times=2)
     await exchange.publicGetTime()
@@ -155,10 +155,12 @@ async def test_snapshot_is_json_and_counts_per_endpoint(
             await exchange.publicGetTicker()
     snap = json.loads(json.dumps(exchange.circuit_breakers.snapshot()))["public"]
     assert snap["endpoints"] == {
-        "Time": {"calls": 1, "failures": 0, "rejected": 0},
-        "Ticker": {"calls": 2, "failures": 2, "rejected": 1},
+        "Time": {"calls": 1, "successes": 1, "failures": 0, "neutral": 0, "rejected": 0},
+        "Ticker": {"calls": 2, "successes": 0, "failures": 2, "neutral": 0, "rejected": 1},
     }
-    assert (snap["calls"], snap["failures"], snap["rejected"]) == (3, 2, 1)
+    totals = ("calls", "successes", "failures", "neutral", "rejected")
+    assert tuple(snap[key] for key in totals) == (3, 1, 2, 0, 1)
+    assert snap["transitions"] == [{"from_state": "closed", "to_state": "open", "count": 1}]
     assert snap["state"] == "open"
     assert snap["opened_at"] == pytest.approx(clock.time())
     assert snap["last_failure_time"] == pytest.approx(clock.time())
@@ -399,7 +401,8 @@ async def test_guard_decorates_functions_and_methods(clock: FakeClock) -> None:
         await feed.connect("up")
     assert (caught.value.group, caught.value.endpoint) == ("ws", "connect")
     assert calls == ["book:up", "book:business", "book:down", "book:down"]
-    assert guard.snapshot()["endpoints"]["connect"] == {"calls": 4, "failures": 2, "rejected": 1}
+    connect = {"calls": 4, "successes": 2, "failures": 2, "neutral": 0, "rejected": 1}
+    assert guard.snapshot()["endpoints"]["connect"] == connect
     with pytest.raises(TypeError, match="async callable"):
         guard.guard("connect")  # type: ignore[arg-type]
 
@@ -960,3 +963,41 @@ def test_registry_repr_lists_states_or_nothing() -> None:
         "earn=closed>",
         "<BreakerRegistry>",
     )
+
+
+async def test_history_keeps_the_last_history_size_transitions(clock: FakeClock) -> None:
+    """A breaker keeps its last historySize transitions, oldest first, JSON-ready."""
+    b = breaker(clock, failure_threshold=1, history_size=3)
+    start = clock.time()
+    for _ in range(5):  # ten transitions: open, then reset a second later
+        b.force_open()
+        clock.advance(1.0)
+        b.reset()
+    history = json.loads(json.dumps(b.history()))
+    assert [(e["old_state"], e["new_state"], e["reason"], e["time"]) for e in history] == [
+        ("open", "closed", "reset", start + 4.0),
+        ("closed", "open", "forced open", start + 4.0),
+        ("open", "closed", "reset", start + 5.0),
+    ]
+    assert history[1]["cause"] == {"type": "ForcedOpen", "message": "force_open() was called"}
+
+
+def test_history_size_zero_keeps_nothing(clock: FakeClock) -> None:
+    """historySize 0 keeps no transitions at all."""
+    b = breaker(clock, history_size=0)
+    b.force_open()
+    assert b.history() == []
+
+
+def test_registry_history_merges_the_groups_by_time(clock: FakeClock) -> None:
+    """circuit_breakers.history() merges every group's transitions, oldest first."""
+    breakers = ccxt_breaker.kraken(
+        {"options": {"circuitBreaker": {"clock": clock}}}
+    ).circuit_breakers
+    breakers["private"].force_open()
+    clock.advance(1.0)
+    breakers["public"].force_open()
+    clock.advance(1.0)
+    breakers["private"].reset()
+    merged = [(e["group"], e["new_state"]) for e in breakers.history()]
+    assert merged == [("private", "open"), ("public", "open"), ("private", "closed")]

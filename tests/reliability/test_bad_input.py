@@ -44,6 +44,7 @@ BAD_VALUES: dict[str, tuple[Any, Any]] = {
     "resetTimeoutJitter": ("0.1", 1.0),
     "lockoutDuration": ("15m", math.nan),
     "shadowMode": ("false", 0),
+    "historySize": ("1000", -1),
 }
 MILLISECONDS = {
     "resetTimeout",

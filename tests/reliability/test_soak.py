@@ -43,6 +43,7 @@ SOAK = BreakerConfig(
     sliding_window_duration=10.0,
     minimum_number_of_calls=10,
     max_reset_timeout=60.0,
+    history_size=8,  # full within the warm-up: its bound is pinned in test_inspection
 )
 DOWN = {"type": "ExchangeNotAvailable", "message": "kraken 503 Service Unavailable"}
 MAX_IN_FLIGHT = 8
