@@ -19,6 +19,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {text}")
+    return value
+
+
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="python -m ccxt_breaker",
@@ -53,6 +63,15 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         action="store_true",
         help="plain output (also when stdout is not a terminal or NO_COLOR is set)",
     )
+    demo.add_argument(
+        "--dashboard",
+        type=_port,
+        nargs="?",
+        const=0,
+        metavar="PORT",
+        help="serve the live dashboard on http://127.0.0.1:PORT/ while the demo runs and "
+        "print its address (PORT 0 or none: a free port)",
+    )
     # Its options belong to ccxt_breaker.testing's own parser, which also answers --help.
     commands.add_parser(
         "simulate",
@@ -73,15 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(rest)
     if rest:
         demo.error(f"unrecognized arguments: {' '.join(rest)}")
-    from .testing._demo import MIN_DURATION, run_demo
+    from .testing._demo import MIN_DURATION, DashboardUnavailable, run_demo
 
     if args.duration < MIN_DURATION:
         demo.error(f"argument --duration: must be at least {MIN_DURATION:g}, not {args.duration:g}")
+    # without --no-color, color follows the terminal and NO_COLOR
+    color = False if args.no_color else None
     try:
-        # without --no-color, color follows the terminal and NO_COLOR
-        asyncio.run(run_demo(args.duration, pace=args.pace, color=False if args.no_color else None))
+        asyncio.run(run_demo(args.duration, pace=args.pace, color=color, dashboard=args.dashboard))
     except KeyboardInterrupt:
         return 130
+    except DashboardUnavailable as exc:
+        print(f"python -m ccxt_breaker demo: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

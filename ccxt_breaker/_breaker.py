@@ -177,10 +177,14 @@ class CircuitBreaker:
         return _ms(self._machine.retry_after(self._clock.monotonic()))
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-serializable picture of this breaker; contains no credentials."""
+        """A JSON-serializable picture of this breaker; contains no credentials.
+
+        Safe to take from another thread (a metrics scrape): the dicts are copied whole, in
+        one step under the GIL, before they are read."""
         m = self._machine
         now, wall = self._clock.monotonic(), self._clock.time()
-        counters = self._endpoints.values()
+        endpoints = tuple(self._endpoints.items())
+        counters = [c for _, c in endpoints]
         return {
             "group": self.group,
             "name": None if self.name is None else self._scrub(self.name),
@@ -205,15 +209,15 @@ class CircuitBreaker:
             "rejected": sum(c.rejected for c in counters),
             "transitions": [
                 {"from_state": old, "to_state": new, "count": count}
-                for (old, new), count in self._transitions.items()
+                for (old, new), count in tuple(self._transitions.items())
             ],
-            "endpoints": {path: c.as_dict() for path, c in self._endpoints.items()},
+            "endpoints": {path: c.as_dict() for path, c in endpoints},
         }
 
     def history(self) -> list[dict[str, Any]]:
         """The last ``historySize`` transitions, oldest first, as JSON-ready dicts with the
         fields of :class:`StateChanged` (``time`` in epoch seconds)."""
-        return [asdict(event) for event in self._history]
+        return [asdict(event) for event in tuple(self._history)]  # tuple(): see snapshot()
 
     # --- steering ------------------------------------------------------------------
 

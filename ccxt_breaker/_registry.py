@@ -131,12 +131,13 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{group: breaker.snapshot()}``, JSON-serializable."""
-        return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
+        return {name: breaker.snapshot() for name, breaker in tuple(self._breakers.items())}
 
     def history(self) -> list[dict[str, Any]]:
         """Every breaker's transitions (the last ``historySize`` of each), merged, oldest
         first, JSON-ready."""
-        merged = [event for breaker in self._breakers.values() for event in breaker.history()]
+        breakers = tuple(self._breakers.values())  # see CircuitBreaker.snapshot()
+        merged = [event for breaker in breakers for event in breaker.history()]
         return sorted(merged, key=lambda event: event["time"])  # stable: ties keep group order
 
     def add_listener(self, listener: Listener) -> None:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
+import ccxt_breaker
 from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET, FakeClock, KrakenSimulator
 
 from .support import PLAIN_KEY
@@ -26,3 +29,20 @@ async def sim(clock: FakeClock) -> AsyncIterator[KrakenSimulator]:
     )
     async with simulator:
         yield simulator
+
+
+@pytest.fixture
+async def build(clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
+    """``build(**breaker)``: an exchange (``cls``, ccxt_breaker.kraken by default) with
+    these breaker options on the fake clock (``breaker=False`` turns them off); closed at
+    teardown."""
+    made: list[Any] = []
+
+    def factory(cls: Any = ccxt_breaker.kraken, breaker: Any = None, **options: Any) -> Any:
+        option = {**options, "clock": clock} if breaker is None else breaker
+        exchange = cls({"apiKey": "key-0123456789", "options": {"circuitBreaker": option}})
+        made.append(exchange)
+        return exchange
+
+    yield factory
+    await asyncio.gather(*(exchange.close() for exchange in made))

@@ -28,7 +28,9 @@ PUBLIC = {
         "kraken",
         "uninstall",
     ],
+    "ccxt_breaker.otel": ["instrument"],
     "ccxt_breaker.pro": ["kraken"],
+    "ccxt_breaker.prometheus": ["register"],
     "ccxt_breaker.testing": [
         "DEFAULT_API_KEY",
         "DEFAULT_SECRET",
@@ -46,6 +48,7 @@ PUBLIC = {
         "main",
         "serve",
     ],
+    "ccxt_breaker.web": ["status_app"],
 }
 
 

@@ -4,8 +4,9 @@ A small bot polls two tickers (public), reads its balance (private), and places 
 cancels limit orders (trading), while a script breaks the simulated Kraken: a private-API
 outage, a trading rate limit with ``Retry-After``, then public answers slower than the
 client's timeout.  Each transition prints as it happens, a status line of every group
-follows at regular intervals, and a summary ends the run.  The timeline and the breaker
-settings scale with the duration, so a short run tells the same story faster.
+follows at regular intervals, and a summary and each circuit's states drawn across the run
+(:func:`timeline_lines`) end it.  The script and the breaker settings scale with the
+duration, so a short run tells the same story faster.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, TextIO
 
 import ccxt
@@ -30,7 +32,15 @@ from ._faults import Fault, FaultRule
 from ._simulator import KrakenSimulator, RequestRecord, strict_nonces
 from ._state import GROUPS, Group
 
-__all__ = ["MIN_DURATION", "IncidentResult", "Scenario", "Summary", "run_demo"]
+__all__ = [
+    "MIN_DURATION",
+    "DashboardUnavailable",
+    "IncidentResult",
+    "Scenario",
+    "Summary",
+    "run_demo",
+    "timeline_lines",
+]
 
 # Below this the client timeout and Retry-After (whole seconds) no longer fit the timeline.
 MIN_DURATION = 2.0
@@ -43,6 +53,20 @@ SLOW_REQUESTS = 4
 _KRAKEN_ERROR = re.compile(r"\b[EW][A-Z][A-Za-z]*:[^\"\]]+")
 _HTTP_STATUS = re.compile(r" ([45]\d\d) ")
 _COLORS = {"closed": "32", "half_open": "33", "open": "31"}
+
+# The timeline's glyphs: ASCII in plain output, shapes that tell the states apart without
+# their colours in coloured output (on a stream that can encode them).
+ASCII_GLYPHS = {"closed": "-", "open": "#", "half_open": "~"}
+FANCY_GLYPHS = {"closed": "\u2500", "open": "\u2588", "half_open": "\u2592"}
+# Columns of the timeline: with the group names and the bars its lines take 79 columns.
+TIMELINE_WIDTH = 67
+# A column the circuit spent in several states shows the first of them in this order, so
+# that a half-open probe, or an opening, shorter than a column stays visible.
+_PRECEDENCE = ("half_open", "open", "closed")
+# Tick steps of the time axis in seconds; the axis takes the smallest that leaves
+# _TICK_GAP columns from one tick to the next.
+_TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+_TICK_GAP = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +157,10 @@ class Summary:
     done: dict[str, int]
 
 
+class DashboardUnavailable(OSError):
+    """The dashboard's port could not be opened (taken, or not ours to open)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Incident:
     name: str
@@ -148,10 +176,14 @@ async def run_demo(
     pace: float | None = None,
     out: TextIO | None = None,
     color: bool | None = None,
+    dashboard: int | None = None,
 ) -> Summary:
     """Run the demo for about ``duration`` s, printing to ``out`` (default stdout).
 
-    ``color`` defaults to whether ``out`` is a terminal and ``NO_COLOR`` is unset.
+    ``color`` defaults to whether ``out`` is a terminal and ``NO_COLOR`` is unset.  With
+    ``dashboard``, a port (0: a free one), the live dashboard of :mod:`ccxt_breaker.web`
+    is served on 127.0.0.1 while the demo runs, and its address printed before the bot
+    starts; :class:`DashboardUnavailable` if the port cannot be opened.
     """
     scenario = Scenario.scaled(duration, pace)
     out = sys.stdout if out is None else out
@@ -177,11 +209,39 @@ async def run_demo(
             )
             strict_nonces(exchange)
             try:
-                return await _Run(scenario, sim, exchange, _Printer(out, color)).play()
+                async with _dashboard(exchange, dashboard) as url:
+                    return await _Run(scenario, sim, exchange, _Printer(out, color), url).play()
             finally:
                 await exchange.close()
     finally:
         logger.removeHandler(quiet)
+
+
+@contextlib.asynccontextmanager
+async def _dashboard(exchange: Any, port: int | None) -> AsyncIterator[str | None]:
+    """Serve ``status_app(exchange)`` on 127.0.0.1:``port`` inside the block; yields its
+    address, or ``None`` (and serves nothing) when ``port`` is ``None``."""
+    if port is None:
+        yield None
+        return
+    from aiohttp import web
+
+    from ..web import status_app
+
+    runner = web.AppRunner(status_app(exchange), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as exc:
+            # aiohttp's own message repeats the address; the system's names the reason
+            reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+            raise DashboardUnavailable(
+                exc.errno, f"cannot serve the dashboard on 127.0.0.1:{port}: {reason}"
+            ) from exc
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
 
 
 class _Bot:
@@ -251,6 +311,9 @@ class _Printer:
         # Windows) gets its ASCII stand-in instead of a UnicodeEncodeError.
         self.arrow = _symbol(out, "\u2192", "->")
         self.dot = _symbol(out, "\u00b7", "/")
+        # the timeline stays ASCII in plain output; coloured, it draws shapes where it can
+        fancy = color and _symbol(out, "".join(FANCY_GLYPHS.values()), "") != ""
+        self.glyphs = FANCY_GLYPHS if fancy else ASCII_GLYPHS
         self.start = time.monotonic()
 
     def now(self) -> float:
@@ -297,8 +360,16 @@ class _Printer:
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, sim: KrakenSimulator, exchange: Any, p: _Printer):
+    def __init__(
+        self,
+        scenario: Scenario,
+        sim: KrakenSimulator,
+        exchange: Any,
+        p: _Printer,
+        dashboard: str | None = None,
+    ):
         self.scenario = scenario
+        self.dashboard = dashboard
         self.sim = sim
         self.exchange = exchange
         self.p = p
@@ -331,8 +402,11 @@ class _Run:
             "failed\nprobe), then closes after 2 good probes. t=+N.Ns: seconds since the bot "
             "started.\n\n"
         )
+        if self.dashboard is not None:
+            p.write(f"dashboard: {self.dashboard}  (live until the demo ends)\n\n")
         await self.exchange.load_markets()
         p.start = time.monotonic()  # the timeline starts with the bot
+        began = time.time()  # the same moment on the clock of the breakers' history
         self.breakers.add_listener(self.on_event)
         tasks = [asyncio.create_task(c) for c in (self.bot.run(), self._script(), self._status())]
         try:
@@ -346,6 +420,7 @@ class _Run:
                 task.cancel()
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             self.breakers.remove_listener(self.on_event)
+            ended = time.time()
         for outcome in outcomes:  # a bug in the bot or the script must not pass silently
             if isinstance(outcome, Exception):
                 raise outcome
@@ -353,6 +428,16 @@ class _Run:
             await self.bot.cancel_resting()
         summary = self._summary()
         self._print_summary(summary)
+        lines = timeline_lines(
+            self.breakers.history(),
+            began,
+            ended,
+            TIMELINE_WIDTH,
+            GROUPS,
+            glyphs=p.glyphs,
+            color=p.color,
+        )
+        p.write("\n" + "".join(f"  {line}\n" for line in lines))
         return summary
 
     async def _until(self, at: float) -> None:
@@ -540,3 +625,87 @@ def _symbol(out: TextIO, symbol: str, ascii_: str) -> str:
     except (UnicodeEncodeError, LookupError):
         return ascii_
     return symbol
+
+
+def timeline_lines(
+    history: Iterable[Mapping[str, Any]],
+    start: float,
+    end: float,
+    width: int,
+    groups: Sequence[str],
+    *,
+    glyphs: Mapping[str, str] = ASCII_GLYPHS,
+    color: bool = False,
+) -> list[str]:
+    """Each group's circuit states from ``start`` to ``end``, drawn as lines of text.
+
+    ``history`` is ``circuit_breakers.history()``, its times on the clock of ``start`` and
+    ``end``.  The lines are a legend, a row per group in ``groups`` (its name, then
+    ``width`` columns between ``|`` bars) and a time axis in seconds since ``start``.
+    Column ``i`` stands for the slice ``[start + i*w, start + (i+1)*w)`` of the run,
+    ``w = (end - start) / width`` (the last one includes ``end``), and shows the state in
+    force during it; when the circuit moved within a column, of the states it was in there
+    the column shows the first of half_open, open, closed, so a half-open probe shorter than
+    a column still shows.  Before its first transition a group was in that transition's
+    old state (closed if it has none); transitions after ``end`` are left out.  ``glyphs``
+    maps each state to its character; ``color`` paints them with ANSI colours.
+    """
+    if not end > start:
+        raise ValueError(f"end must come after start, not {end!r} <= {start!r}")
+    if width < 1:
+        raise ValueError(f"width must be at least 1, not {width!r}")
+    span, column = end - start, (end - start) / width
+
+    def paint(text: str, state: str) -> str:
+        return f"\x1b[{_COLORS.get(state, '0')}m{text}\x1b[0m" if color else text
+
+    def glyph(state: str) -> str:
+        return glyphs.get(state, "?")  # a state this drawing does not know
+
+    legend = "  ".join(f"{paint(glyph(s), s)} {s}" for s in ("closed", "open", "half_open"))
+    lines = [f"timeline, a column is {column:.2g} s: {legend}"]
+    pad = max(map(len, groups), default=0) + 1
+    events = sorted(history, key=lambda e: float(e["time"]))  # stable: ties keep their order
+    for group in groups:
+        own = [e for e in events if e["group"] == group and e["time"] <= end]
+        state = str(own[0]["old_state"]) if own else "closed"
+        by_column: list[list[str]] = [[] for _ in range(width)]  # new states, per column
+        starts_with: set[int] = set()  # columns with a transition right at their start
+        for event in own:
+            if event["time"] < start:
+                state = str(event["new_state"])
+                continue
+            col = min(width - 1, int((event["time"] - start) / column))
+            if not by_column[col] and event["time"] <= start + col * column:
+                starts_with.add(col)
+            by_column[col].append(str(event["new_state"]))
+        cells: list[str] = []  # the state each column shows
+        for col, entered in enumerate(by_column):
+            seen = entered if col in starts_with else [state, *entered]
+            cells.append(min(seen, key=_rank))
+            state = seen[-1]
+        # a run of one state is painted once: fewer escape sequences
+        row = "".join(paint(glyph(cell) * len(list(run)), cell) for cell, run in groupby(cells))
+        lines.append(f"{group:<{pad}}|{row}|")
+    lines.append(_axis(span, width, pad + 1))
+    return lines
+
+
+def _rank(state: str) -> int:
+    return _PRECEDENCE.index(state) if state in _PRECEDENCE else len(_PRECEDENCE)
+
+
+def _axis(span: float, width: int, offset: int) -> str:
+    """Tick labels in seconds, each starting where its time falls; the last one at the
+    closing bar moves left to end there, and a label too close to the one before is left out."""
+    step = next((s for s in _TICK_STEPS if s * width >= _TICK_GAP * span), span)
+    length = offset + width + 1  # the rows' length, closing bar included
+    axis = [" "] * length
+    free = 0  # the first position a label may take
+    for k in range(int(span / step + 1e-9) + 1):
+        label = f"{round(k * step, 6):g}s"
+        at = min(offset + round(k * step / span * width), length - len(label))
+        if at >= free:
+            axis[at : at + len(label)] = label
+            free = at + len(label) + 1
+    return "".join(axis).rstrip()
