@@ -417,12 +417,17 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
         ccxt_breaker.uninstall()
     assert not isinstance(no_flag, ccxt_breaker._hook.BreakerMixin)
     assert isinstance(flag, ccxt_breaker._hook.BreakerMixin)
+    # exported to Prometheus and OpenTelemetry and shown by a status app: all read at
+    # collection time, so the calls must cost what they cost without them
+    observed = ccxt_breaker.kraken(config(FakeSession()))
+    scrape = observe(observed)
     variants = {
         "plain": plain,
         "bare fetch2 override": bare,
         "bare seam overrides": seam,
         "ccxt_breaker.kraken": breaker,
         "... with 'earn' open": other_open,
+        "... with metrics and status app": observed,
         "install(), no flag": no_flag,
         "install(), flag on": flag,
     }
@@ -462,10 +467,11 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
 
     times = await interleave(blocks, rounds)
     # the calls went through the breakers: what was timed is the hook, not a bypass
-    for exchange in (breaker, other_open, flag):
+    for exchange in (breaker, other_open, flag, observed):
         sent = {group: b.snapshot()["calls"] for group, b in exchange.circuit_breakers.items()}
         assert sent["public"] > 0, f"calls missed the breakers: {sent}"
         assert sent["private"] > 0, f"calls missed the breakers: {sent}"
+    await scrape()  # the exporters were live: a scrape now reports the calls
     labels = [*variants, anchor]
     rows = []
     for endpoint in endpoints:
@@ -501,6 +507,21 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
         report.judge(
             "P1", f"{endpoint}: install() flag / plain", f"{med:.3f}", "≤ 1.10", med <= 1.10
         )
+        # against the same class without them: what the exporters and the app add
+        med = statistics.median(
+            ratios(
+                times,
+                f"{endpoint}|... with metrics and status app",
+                f"{endpoint}|ccxt_breaker.kraken",
+            )
+        )
+        report.judge(
+            "P1",
+            f"{endpoint}: with metrics and status app / without",
+            f"{med:.3f}",
+            "≈ 1.00 (≤ 1.02)",
+            med <= 1.02,
+        )
         if f"{endpoint}|{anchor}" in times:
             compared.append(p1_against_anchor(times, endpoint, anchor, n))
     if compared:
@@ -509,6 +530,37 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
             f"`async with await get_breaker()` ({anchor}): " + "; ".join(compared) + "."
         )
     detach(*variants.values(), anchored)
+
+
+def observe(exchange: Any) -> Callable[[], Awaitable[None]]:
+    """Register ``exchange`` with Prometheus (a registry of its own) and OpenTelemetry (an
+    SDK provider with an in-memory reader), and in a status app; returns a scrape of all
+    three, which checks that each reports the exchange's calls."""
+    from aiohttp.test_utils import make_mocked_request
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import ccxt_breaker.otel
+    import ccxt_breaker.prometheus
+    import ccxt_breaker.web
+
+    registry = CollectorRegistry()
+    ccxt_breaker.prometheus.register(exchange, registry=registry)
+    reader = InMemoryMetricReader()
+    ccxt_breaker.otel.instrument(exchange, meter_provider=MeterProvider(metric_readers=[reader]))
+    app = ccxt_breaker.web.status_app(exchange)
+
+    async def scrape() -> None:
+        text = generate_latest(registry).decode()
+        assert 'outcome="success"} 0.0' not in text.split("ccxt_breaker_calls_total{")[1]
+        assert reader.get_metrics_data() is not None
+        route = next(r for r in app.router.routes() if r.resource.canonical == "/status")
+        answer = await route.handler(make_mocked_request("GET", "/status", app=app))
+        status = json.loads(answer.body)
+        assert status["exchanges"][0]["groups"]["public"]["successes"] > 0
+
+    return scrape
 
 
 def p1_against_anchor(times: dict[str, list[int]], endpoint: str, anchor: str, n: int) -> str:

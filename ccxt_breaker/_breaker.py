@@ -155,7 +155,9 @@ class CircuitBreaker:
         self._endpoints: dict[str, Counters] = {}
         # (from_state, to_state) -> how often, since the breaker was made
         self._transitions: dict[tuple[str, str], int] = {}
-        self._history: deque[StateChanged] = deque(maxlen=self.config.history_size)
+        # made at the first transition: an empty deque already holds a 64-slot block, half
+        # the memory of a breaker that never trips
+        self._history: deque[StateChanged] | None = None
         self._opened_by: dict[str, str] | None = None
         self.last_error: dict[str, str] | None = None
         self.last_failure_time: float | None = None
@@ -217,7 +219,8 @@ class CircuitBreaker:
     def history(self) -> list[dict[str, Any]]:
         """The last ``historySize`` transitions, oldest first, as JSON-ready dicts with the
         fields of :class:`StateChanged` (``time`` in epoch seconds)."""
-        return [asdict(event) for event in tuple(self._history)]  # tuple(): see snapshot()
+        events = () if self._history is None else tuple(self._history)  # see snapshot()
+        return [asdict(event) for event in events]
 
     # --- steering ------------------------------------------------------------------
 
@@ -464,6 +467,9 @@ class CircuitBreaker:
             self._clock.time(),
             name,
         )
-        self._history.append(event)
+        history = self._history
+        if history is None:
+            history = self._history = deque(maxlen=self.config.history_size)
+        history.append(event)
         if self._listeners:
             emit(self._listeners, event)
