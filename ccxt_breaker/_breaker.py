@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import re
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
@@ -116,6 +117,7 @@ class CircuitBreaker:
         "_endpoints",
         "_history",
         "_listeners",
+        "_lock",
         "_machine",
         "_opened_by",
         "_plain",
@@ -140,12 +142,17 @@ class CircuitBreaker:
         scrub: Callable[[str], str] = _no_scrub,
         rand: Callable[[], float] = random.random,
         name: str | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.group = group
         self.config = config or BreakerConfig()
         self.exchange_id = exchange_id
         self.name = name  # the config's `name`: which account, in logs and snapshots
         self._clock = clock or SystemClock()
+        # Held by the sync ccxt hook around each protocol step, and by steering: threads of
+        # a sync exchange and a kill switch in another thread change one machine.  The async
+        # hook runs on one event loop and never takes it.
+        self._lock = lock or threading.RLock()
         self._machine = Machine(self.config, rand)
         self._scrub = scrub
         self._timed = self.config.slow_call_duration is not None
@@ -227,13 +234,15 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Close the circuit and forget its counts and the errors behind them; ends a
         forced open."""
-        self.last_error = self._opened_by = None
-        self._announce(self._machine.reset(), None)
+        with self._lock:
+            self.last_error = self._opened_by = None
+            self._announce(self._machine.reset(), None)
 
     def force_open(self) -> None:
         """Open the circuit and keep it open until :meth:`reset`."""
         cause = {"type": "ForcedOpen", "message": "force_open() was called"}
-        self._announce(self._machine.force_open(self._clock.monotonic()), cause)
+        with self._lock:
+            self._announce(self._machine.force_open(self._clock.monotonic()), cause)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on every transition and rejection of this breaker."""

@@ -49,7 +49,14 @@ from ._errors import CircuitOpenError, Verdict, label, verdict
 from ._kraken import endpoint_table, is_outage, named_limit
 from ._registry import BreakerRegistry, Route
 
-__all__ = ["BreakerMixin", "CcxtVersionWarning", "install", "kraken", "uninstall"]
+__all__ = [
+    "BreakerMixin",
+    "CcxtVersionWarning",
+    "SyncBreakerMixin",
+    "install",
+    "kraken",
+    "uninstall",
+]
 
 logger = logging.getLogger("ccxt_breaker")
 
@@ -163,23 +170,11 @@ else:
     _Base = object
 
 
-class BreakerMixin(_Base):  # type: ignore[misc]
-    """Circuit breakers for a ccxt async exchange class.
-
-    Put it anywhere before the ccxt exchange class in the bases; ``ccxt_breaker.kraken``
-    is ``class kraken(BreakerMixin, ccxt.async_support.kraken)``.
-    """
+class _Hooked(_Base):  # type: ignore[misc]
+    """What the async and the sync hook share: the breakers, built while ccxt constructs
+    the instance, known to its copies, and ccxt's ``on_rest_response`` hook."""
 
     _circuit_breakers: BreakerRegistry | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        mro = cls.__mro__
-        if Exchange not in mro or mro.index(BreakerMixin) > mro.index(Exchange):
-            raise TypeError(
-                f"{cls.__name__}: BreakerMixin must come before a ccxt async exchange class "
-                "in the bases, or ccxt's own methods hide the hook"
-            )
 
     def after_construct(self, *args: Any, **kwargs: Any) -> None:
         # ccxt calls this inside __init__ once the config is merged, and before it copies
@@ -211,6 +206,52 @@ class BreakerMixin(_Base):  # type: ignore[misc]
             if registry is None:  # (an empty registry is falsy: no `or` here)
                 registry = _DISABLED[cls] = BreakerRegistry(None, _table(self))
         return registry
+
+    def on_rest_response(
+        self,
+        code: Any,
+        reason: Any,
+        url: Any,
+        method: Any,
+        response_headers: Any,
+        response_body: Any,
+        request_headers: Any,
+        request_body: Any,
+    ) -> Any:
+        call = _CALL.get()
+        if call is not None:
+            call.status, call.headers = code, response_headers
+        return super().on_rest_response(
+            code,
+            reason,
+            url,
+            method,
+            response_headers,
+            response_body,
+            request_headers,
+            request_body,
+        )
+
+
+def _check_bases(cls: type, mixin: type, base: type, kind: str) -> None:
+    mro = cls.__mro__
+    if base not in mro or mro.index(mixin) > mro.index(base):
+        raise TypeError(
+            f"{cls.__name__}: {mixin.__name__} must come before a ccxt {kind} exchange class "
+            "in the bases, or ccxt's own methods hide the hook"
+        )
+
+
+class BreakerMixin(_Hooked):
+    """Circuit breakers for a ccxt async exchange class.
+
+    Put it anywhere before the ccxt exchange class in the bases; ``ccxt_breaker.kraken``
+    is ``class kraken(BreakerMixin, ccxt.async_support.kraken)``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_bases(cls, BreakerMixin, Exchange, "async")
 
     async def fetch2(
         self,
@@ -274,37 +315,8 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         except BaseException as exc:
             _judge_error(self, call, permit, started, exc, headers)
             raise
-        if not route.json or isinstance(response, dict):
-            breaker._settle(permit, counters, started, Verdict.SUCCESS)
-        else:  # ccxt returns Cloudflare HTML or an empty body silently
-            error = breaker._summary("NonJsonResponse", "the answer was not a JSON object")
-            breaker._settle(permit, counters, started, Verdict.FAILURE, error)
+        _judge_answer(breaker, route, counters, permit, started, response)
         return response
-
-    def on_rest_response(
-        self,
-        code: Any,
-        reason: Any,
-        url: Any,
-        method: Any,
-        response_headers: Any,
-        response_body: Any,
-        request_headers: Any,
-        request_body: Any,
-    ) -> Any:
-        call = _CALL.get()
-        if call is not None:
-            call.status, call.headers = code, response_headers
-        return super().on_rest_response(
-            code,
-            reason,
-            url,
-            method,
-            response_headers,
-            response_body,
-            request_headers,
-            request_body,
-        )
 
     async def sleep(self, milliseconds: Any) -> Any:
         call = _CALL.get()
@@ -320,6 +332,17 @@ class BreakerMixin(_Base):  # type: ignore[misc]
         if call is not None and call.refusal is not None:
             return None
         return await super().sleep(milliseconds)
+
+
+def _judge_answer(
+    breaker: Any, route: Route, counters: Counters, permit: int, started: float, response: Any
+) -> None:
+    """Judge an attempt that returned ``response``."""
+    if not route.json or isinstance(response, dict):
+        breaker._settle(permit, counters, started, Verdict.SUCCESS)
+    else:  # ccxt returns Cloudflare HTML or an empty body silently
+        error = breaker._summary("NonJsonResponse", "the answer was not a JSON object")
+        breaker._settle(permit, counters, started, Verdict.FAILURE, error)
 
 
 def _judge_error(
@@ -372,6 +395,109 @@ class kraken(BreakerMixin, ccxt.async_support.kraken):  # type: ignore[misc]
     """``ccxt.async_support.kraken`` with a circuit breaker per endpoint group."""
 
 
+# --- the sync hook: ccxt.kraken --------------------------------------------------------
+
+_SYNC_API_DEFAULT = inspect.signature(_SyncExchange.fetch2).parameters["api"].default
+
+
+class SyncBreakerMixin(_Hooked):
+    """Circuit breakers for a ccxt sync exchange class: ``ccxt_breaker.sync.kraken`` is
+    ``class kraken(SyncBreakerMixin, ccxt.kraken)``.
+
+    The same seam as :class:`BreakerMixin`, for threads instead of tasks: ``fetch2`` per
+    call, ``fetch`` and ``on_rest_response`` per attempt, ``sleep`` between ccxt's
+    retries, and the call's state in the same ``ContextVar`` (each thread has a context of
+    its own).  Every step that reads or changes a breaker holds the breakers' lock, so
+    half-open permits stay exact under any number of threads; the lock is never held
+    while a request is sent or a retry delay sleeps.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if issubclass(cls, Exchange):
+            raise TypeError(
+                f"{cls.__name__}: SyncBreakerMixin is for ccxt's sync classes (ccxt.kraken); "
+                "use BreakerMixin with ccxt.async_support and ccxt.pro"
+            )
+        _check_bases(cls, SyncBreakerMixin, _SyncExchange, "sync")
+
+    def fetch2(
+        self,
+        path: str,
+        api: Any = _SYNC_API_DEFAULT,
+        method: str = "GET",
+        params: Any = {},  # noqa: B006  # ccxt's own default
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        registry = self._circuit_breakers
+        call = None
+        lock = None if registry is None else registry._lock
+        if registry is not None and lock is not None:
+            with lock:
+                route = registry._routes.get(path) or registry._route(path, api)
+                if route.breaker is not None:
+                    counters = route.counters or route.count()
+                    call = _Call(route, counters, route.breaker._admit(counters, path))
+        token = _CALL.set(call)
+        try:
+            return super().fetch2(path, api, method, params, *args, **kwargs)
+        except CircuitOpenError as exc:
+            if call is None or exc is not call.refusal or call.error is None:
+                raise
+            error = call.error
+        finally:
+            if call is not None and lock is not None:
+                with lock:
+                    call.end()
+            _CALL.reset(token)  # the same thread, so the same context: always valid
+        # raised outside the handler, as in the async hook
+        raise error
+
+    def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        call = _CALL.get()
+        if call is None:
+            return super().fetch(url, method, headers, body)
+        if call.refusal is not None:
+            raise call.refusal.with_traceback(None)
+        route = call.route
+        breaker = route.breaker
+        assert breaker is not None
+        counters = call.counters
+        with breaker._lock:
+            held, call.permit = call.permit, None
+            try:
+                permit = breaker._admit(counters, route.endpoint, held)
+            except CircuitOpenError as refused:
+                call.refusal = refused
+                raise
+            call.status = call.headers = None
+            started = breaker._begin(counters)
+        try:
+            response = super().fetch(url, method, headers, body)
+        except BaseException as exc:  # KeyboardInterrupt too: judged neutral, as cancellation
+            with breaker._lock:
+                _judge_error(self, call, permit, started, exc, headers)
+            raise
+        with breaker._lock:
+            _judge_answer(breaker, route, counters, permit, started, response)
+        return response
+
+    def sleep(self, milliseconds: Any) -> Any:
+        call = _CALL.get()
+        if call is not None and call.error is not None and call.refusal is None:
+            route = call.route
+            assert route.breaker is not None
+            with route.breaker._lock:
+                try:
+                    call.permit = route.breaker._admit(call.counters, route.endpoint, call.permit)
+                except CircuitOpenError as refused:
+                    call.refusal = refused
+        if call is not None and call.refusal is not None:
+            return None
+        return super().sleep(milliseconds)
+
+
 # --- install(): the config flag for plain ccxt classes -------------------------------
 
 _GUARDED: dict[type, type] = {}
@@ -387,8 +513,11 @@ def _guarded(cls: type) -> type:
     ccxt.pro) keep running around the hook, as they would around plain ccxt."""
     guarded = _GUARDED.get(cls)
     if guarded is None:
-        base = ccxt.async_support.kraken
-        bases = (BreakerMixin, base) if cls is base else (cls, BreakerMixin, base)
+        if issubclass(cls, Exchange):
+            mixin, base = BreakerMixin, ccxt.async_support.kraken
+        else:
+            mixin, base = SyncBreakerMixin, ccxt.kraken
+        bases = (mixin, base) if cls is base else (cls, mixin, base)
         namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
         guarded = _GUARDED[cls] = type(cls.__name__, bases, namespace)
     return guarded
@@ -397,7 +526,7 @@ def _guarded(cls: type) -> type:
 def _attach(exchange: Any) -> None:
     """Give a plain ccxt Kraken instance built with the flag its breakers."""
     raw = _raw_option(exchange)
-    if raw is None or raw is False or isinstance(exchange, BreakerMixin):
+    if raw is None or raw is False or isinstance(exchange, _Hooked):
         return
     registry = _build_registry(exchange, raw, default_on=False)
     if registry is not None:
@@ -427,8 +556,8 @@ def _warn_unguarded(exchange: Any) -> None:
         return
     if isinstance(raw, Mapping) and raw.get("enabled", True) is False:
         return
-    if isinstance(exchange, (ccxt.async_support.kraken, BreakerMixin)):
-        return  # the kraken hook (or the drop-in class) handles it
+    if isinstance(exchange, (ccxt.async_support.kraken, ccxt.kraken, _Hooked)):
+        return  # the kraken hooks (or the drop-in classes) handle it
     cls = type(exchange)
     with _WARNED_LOCK:
         if cls in _WARNED:
@@ -436,23 +565,13 @@ def _warn_unguarded(exchange: Any) -> None:
         _WARNED.add(cls)
     sync = not isinstance(exchange, Exchange)
     name = _ccxt_name(cls, sync)
-    guarded = "ccxt.async_support.kraken and ccxt.pro.kraken"
-    if isinstance(exchange, ccxt.kraken):  # sync kraken: async kraken would be guarded
-        advice = (
-            f"ccxt_breaker guards {guarded} only; sync support is planned. Build the "
-            "exchange from ccxt.async_support.kraken (or ccxt_breaker.kraken) to get breakers"
-        )
-    elif sync:
-        advice = (
-            f"ccxt_breaker guards Kraken's async clients only ({guarded}). Remove the flag "
-            "from this exchange's config"
-        )
-    else:
-        advice = (
-            f"ccxt_breaker guards Kraken only ({guarded}). Remove the flag from this "
-            "exchange's config, or guard its calls with a ccxt_breaker.CircuitBreaker of "
-            "your own (call(), @guard or async with)"
-        )
+    guarded = "ccxt.kraken, ccxt.async_support.kraken and ccxt.pro.kraken"
+    advice = (
+        f"ccxt_breaker guards Kraken only ({guarded}). Remove the flag from this exchange's "
+        "config, or guard its calls with a ccxt_breaker.CircuitBreaker of your own"
+    )
+    if not sync:
+        advice += " (call(), @guard or async with)"
     logger.warning(
         "%s gets no circuit breakers although options['circuitBreaker'] is set: %s",
         name,
@@ -498,21 +617,24 @@ def _unpatch(cls: type) -> None:
 
 
 def install() -> None:
-    """Make ``ccxt.async_support.kraken``, ``ccxt.pro.kraken`` and their subclasses honour
-    the ``options['circuitBreaker']`` flag. Idempotent; :func:`uninstall` reverses it.
+    """Make ``ccxt.kraken``, ``ccxt.async_support.kraken``, ``ccxt.pro.kraken`` and their
+    subclasses honour the ``options['circuitBreaker']`` flag. Idempotent; :func:`uninstall`
+    reverses it.
 
     An instance built with the flag gets breakers by becoming an instance of a subclass
     of its own class (``isinstance`` checks keep passing), made while ccxt constructs it;
     one built without it is untouched, so it pays nothing.
 
-    Any other ccxt class built with the flag (sync ``ccxt.kraken``, another exchange)
-    gets no breakers, and one WARNING per class on the ``ccxt_breaker`` logger says so.
+    Any other ccxt class built with the flag (another exchange) gets no breakers, and one
+    WARNING per class on the ``ccxt_breaker`` logger says so.
     """
     _patch(ccxt.async_support.kraken, _attach)
+    _patch(ccxt.kraken, _attach)
     _patch(_construction_root(), _warn_unguarded)
 
 
 def uninstall() -> None:
     """Undo :func:`install`; instances that already have breakers keep them."""
     _unpatch(ccxt.async_support.kraken)
+    _unpatch(ccxt.kraken)
     _unpatch(_construction_root())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -70,6 +71,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         self._clock: Clock = settings.clock if settings else SystemClock()
         self._name = settings.name if settings else None
         self._breakers: dict[str, CircuitBreaker] = {}
+        # one lock for all: a limit's scope trips several breakers in one step
+        self._lock = threading.RLock()
         if settings is not None:
             for group in names:
                 config = settings.for_group(group)
@@ -81,6 +84,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                         exchange_id=exchange_id,
                         scrub=self._scrub,
                         name=self._name,
+                        lock=self._lock,
                     )
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():

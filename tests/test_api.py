@@ -31,6 +31,7 @@ PUBLIC = {
     "ccxt_breaker.otel": ["instrument"],
     "ccxt_breaker.pro": ["kraken"],
     "ccxt_breaker.prometheus": ["register"],
+    "ccxt_breaker.sync": ["kraken"],
     "ccxt_breaker.testing": [
         "DEFAULT_API_KEY",
         "DEFAULT_SECRET",

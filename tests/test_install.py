@@ -18,7 +18,7 @@ import pytest
 import ccxt_breaker
 import ccxt_breaker.pro
 from ccxt_breaker import _hook
-from ccxt_breaker._hook import BreakerMixin
+from ccxt_breaker._hook import BreakerMixin, SyncBreakerMixin
 from ccxt_breaker.testing import Fault, KrakenSimulator
 
 from .support import exchange_config
@@ -80,6 +80,7 @@ def test_install_is_idempotent_and_uninstall_reverses_it() -> None:
     patched = _construction_hooks()
     assert {cls for cls in before if patched[cls] is not before[cls]} == {
         ccxt.async_support.kraken,
+        ccxt.kraken,
         _hook._construction_root(),
     }
     ccxt_breaker.install()
@@ -89,6 +90,7 @@ def test_install_is_idempotent_and_uninstall_reverses_it() -> None:
     assert all(hook is before[cls] for cls, hook in _construction_hooks().items())
     plain = ccxt.async_support.kraken({"options": {"circuitBreaker": True}})
     assert type(plain) is ccxt.async_support.kraken
+    assert type(ccxt.kraken({"options": {"circuitBreaker": True}})) is ccxt.kraken
 
 
 @pytest.mark.usefixtures("installed")
@@ -176,16 +178,12 @@ def warnings_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.usefixtures("installed")
-def test_flag_on_sync_kraken_warns_once(warnings_log: Any) -> None:
-    """After install(), the flag on sync ccxt.kraken logs one WARNING for the class."""
-    # it says the class gets no breakers, why, and what to use instead
-    ccxt.kraken(flag())
-    ccxt.kraken({"options": {"circuitBreaker": {"failureThreshold": 3}}})
-    [message] = warnings_log()
-    assert message.startswith("ccxt.kraken (sync) gets no circuit breakers")
-    assert "guards ccxt.async_support.kraken and ccxt.pro.kraken only" in message
-    assert "sync support is planned" in message
-    assert "ccxt_breaker.kraken" in message
+def test_flag_on_sync_kraken_gives_it_breakers_without_a_warning(warnings_log: Any) -> None:
+    """After install(), the flag on sync ccxt.kraken gives it breakers, and logs nothing."""
+    exchange = ccxt.kraken(flag())
+    assert isinstance(exchange, SyncBreakerMixin)
+    assert list(exchange.circuit_breakers) == ["public", "private", "trading", "funding", "earn"]
+    assert warnings_log() == []
 
 
 @pytest.mark.usefixtures("installed")
@@ -209,7 +207,7 @@ def test_flag_on_another_exchange_warns_once(warnings_log: Any, cls: type, name:
 
 
 @pytest.mark.usefixtures("installed")
-@pytest.mark.parametrize("base", [ccxt.kraken, ccxt.async_support.binance])
+@pytest.mark.parametrize("base", [ccxt.binance, ccxt.async_support.binance])
 def test_each_subclass_is_warned_about_once(warnings_log: Any, base: type) -> None:
     """A bot's own subclass gets its own single WARNING, naming it and its ccxt class."""
 
@@ -221,7 +219,7 @@ def test_each_subclass_is_warned_about_once(warnings_log: Any, base: type) -> No
 
     for cls in (Bot, OtherBot, Bot, OtherBot):
         cls(flag())
-    flavour = ", sync" if base is ccxt.kraken else ""
+    flavour = ", sync" if base is ccxt.binance else ""
     assert [message.split(" gets ")[0] for message in warnings_log()] == [
         f"{__name__}.{cls.__qualname__} (a {base.__module__} subclass{flavour})"
         for cls in (Bot, OtherBot)
