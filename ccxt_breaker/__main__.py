@@ -1,10 +1,16 @@
-"""The command line: ``python -m ccxt_breaker demo`` and ``python -m ccxt_breaker simulate``."""
+"""The command line: ``python -m ccxt_breaker demo``, ``simulate`` and ``run``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import os
+import runpy
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
 
 __all__ = ["main"]
 
@@ -32,7 +38,7 @@ def _port(text: str) -> int:
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="python -m ccxt_breaker",
-        description="Circuit breakers for ccxt's async Kraken client.",
+        description="Circuit breakers for ccxt's Kraken clients.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
@@ -79,13 +85,78 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="serve a fake Kraken REST API for a bot in another process, with faults "
         "scripted at start-up or while it runs (see simulate --help)",
     )
+    # Its arguments are the command's own, taken as they are (see _launch).
+    commands.add_parser(
+        "run",
+        add_help=False,
+        help="run COMMAND [ARGS...] (an installed console script, or a .py file) in this "
+        "process with ccxt_breaker.install() done first, e.g. "
+        "`python -m ccxt_breaker run freqtrade trade --config config.json`",
+    )
     return parser, demo
+
+
+_RUN_USAGE = """usage: python -m ccxt_breaker run COMMAND [ARGS...]
+
+Call ccxt_breaker.install(), then run COMMAND with ARGS in this process, as if it had
+been run by itself: COMMAND is an installed console script (freqtrade, or the path of
+its script) or a Python file. Every Kraken exchange it builds with
+options['circuitBreaker'] set gets breakers, and the ccxt_breaker logger says so at INFO.
+The exit code is COMMAND's.
+"""
+
+
+def _console_script(command: str) -> Callable[[], Any]:
+    """The function behind ``command``: a console script by name or by the path of its
+    wrapper script, or a Python file; ``LookupError`` names the nearest script."""
+    name = os.path.basename(command)
+    found = entry_points(group="console_scripts", name=name)
+    for entry in found:
+        return entry.load()  # type: ignore[no-any-return]
+    if command.endswith(".py") and os.path.isfile(command):
+        return lambda: runpy.run_path(command, run_name="__main__") and None
+    scripts = sorted(entry.name for entry in entry_points(group="console_scripts"))
+    hint = difflib.get_close_matches(name, scripts, n=1)
+    raise LookupError(
+        f"no console script named {name!r} in this environment"
+        + (f"; did you mean {hint[0]!r}?" if hint else "")
+        + " (a Python file must end in .py)"
+    )
+
+
+def _launch(argv: list[str]) -> int:
+    """``run COMMAND [ARGS...]``: install(), then COMMAND in this process."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_RUN_USAGE, end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    try:
+        target = _console_script(command)
+    except LookupError as exc:
+        print(f"python -m ccxt_breaker run: {exc.args[0]}", file=sys.stderr)
+        return 2
+    from ._hook import install
+
+    install()
+    sys.argv = [command, *args]
+    try:
+        result = target()
+    except SystemExit as exc:
+        result = exc.code
+    # what a console script's wrapper does with the result: sys.exit(main())
+    if result is None or isinstance(result, int):
+        return result or 0
+    print(result, file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # before argparse: the command's options are its own
+        return _launch(argv[1:])
     parser, demo = _parser()
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, rest = parser.parse_known_args(argv)
     if args.command == "simulate":
         from .testing import main as simulate
 

@@ -45,6 +45,8 @@ _TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL
 
 SUCCESS, FAILURE, NEUTRAL = Verdict.SUCCESS, Verdict.FAILURE, Verdict.NEUTRAL
 _ceil = math.ceil
+DEBUG = logging.DEBUG
+_debug = logger.isEnabledFor
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -363,6 +365,16 @@ class CircuitBreaker:
                 self.group, endpoint, m.state.value, retry_after, shadow, self._clock.time(), name
             )
             emit(self._listeners, event)
+        if _debug(DEBUG):  # off by default: a refused loop would log thousands a second
+            logger.debug(
+                "%s circuit %r %s %s (%s), retry_after=%s",
+                label(self.exchange_id, name),
+                self.group,
+                "would refuse (shadow mode)" if shadow else "refused",
+                endpoint or "a call",
+                "not sent" if not shadow else "sent",
+                "none (forced)" if retry_after is None else f"{retry_after:.3f}s",
+            )
         if shadow:
             return SHADOW
         if name is None:  # five fields, as an unnamed rejection always had

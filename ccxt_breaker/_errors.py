@@ -116,11 +116,11 @@ class CircuitOpenError(ccxt.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt
             if self.retry_after is None
             else f"retry after {self.retry_after:.3g} s"
         )
-        error = self.last_error
-        cause = f"; opened by {error['type']}: {error['message']}" if error else ""
+        # One line and no response body: bots log this at every refusal (freqtrade logs it
+        # as a WARNING, four times per call); the cause is in ``last_error``.
         return (
             f"{label(self.exchange_id, self.name)} circuit {self.group!r} is open: {what}, "
-            f"so it is safe to retry; {when}{cause}"
+            f"so it is safe to retry; {when}"
         )
 
     def __repr__(self) -> str:

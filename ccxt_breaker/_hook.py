@@ -530,8 +530,15 @@ def _attach(exchange: Any) -> None:
         return
     registry = _build_registry(exchange, raw, default_on=False)
     if registry is not None:
-        exchange.__class__ = _guarded(type(exchange))
+        cls = type(exchange)
+        exchange.__class__ = _guarded(cls)
         exchange._circuit_breakers = registry
+        # so that whoever added the flag (or ran `python -m ccxt_breaker run`) sees it took
+        logger.info(
+            "%s gets circuit breakers: %s",
+            _ccxt_name(cls, sync=not issubclass(cls, Exchange)),
+            ", ".join(registry) or "none (every group disabled)",
+        )
 
 
 def _ccxt_name(cls: type, sync: bool) -> str:

@@ -268,6 +268,27 @@ async def test_transitions_are_logged(
     assert "half_open -> closed (probes succeeded)" in lines[2][1]
 
 
+@pytest.mark.parametrize("shadow", [False, True])
+async def test_refusals_are_logged_at_debug_only_on_one_line(
+    build: Build, sim: KrakenSimulator, caplog: pytest.LogCaptureFixture, shadow: bool
+) -> None:
+    """A refused call logs one DEBUG line, without the response that opened the circuit;
+    at INFO and above it logs nothing."""
+    exchange = build(failureThreshold=1, shadowMode=shadow)
+    sim.faults.add(Fault.http(503), endpoint="Time", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await exchange.publicGetTime()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "ccxt_breaker"), contextlib.suppress(CircuitOpenError):
+        await exchange.publicGetTime()
+    assert [r for r in caplog.records if r.name == "ccxt_breaker"] == []
+    with caplog.at_level(logging.DEBUG, "ccxt_breaker"), contextlib.suppress(CircuitOpenError):
+        await exchange.publicGetTime()
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    expected = "would refuse (shadow mode) Time (sent)" if shadow else "refused Time (not sent)"
+    assert line == f"kraken circuit 'public' {expected}, retry_after=30.000s"
+
+
 async def test_listeners_get_frozen_events(
     build: Build, sim: KrakenSimulator, clock: FakeClock
 ) -> None:
@@ -786,7 +807,8 @@ async def test_html_error_page_is_summarised_but_the_callers_error_is_ccxts(
     assert "\n" not in line
     with pytest.raises(CircuitOpenError) as refused:
         await exchange.privatePostBalance()
-    assert str(refused.value).endswith(f"; opened by ExchangeNotAvailable: {summary}")
+    assert refused.value.last_error == {"type": "ExchangeNotAvailable", "message": summary}
+    assert "503" not in str(refused.value)  # the message carries no response
 
 
 async def test_guarded_html_error_is_summarised_but_raised_as_is(clock: FakeClock) -> None:
