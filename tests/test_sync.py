@@ -183,6 +183,22 @@ def test_admission_takes_the_breakers_lock_and_io_runs_without_it(served: Simula
     assert exchange.circuit_breakers["public"].snapshot()["successes"] == 1
 
 
+def test_a_refused_call_keeps_its_turn_in_ccxts_throttle(served: Simulator) -> None:
+    """A refused sync call is paced by ccxt's throttle as any call is (and never sent), so
+    a caller that retries at once does not spin."""
+    exchange = sync_kraken(served)
+    exchange.enableRateLimit = True
+    exchange.circuit_breakers["public"].force_open()
+    with mock.patch("time.sleep") as slept:  # ccxt's sync throttle sleeps with it
+        for _ in range(3):
+            with pytest.raises(CircuitOpenError):
+                exchange.fetch_time()
+    delays = [call.args[0] for call in slept.call_args_list]
+    assert len(delays) == 2  # the first call had nothing to wait for
+    assert all(delay == pytest.approx(exchange.rateLimit / 1000, abs=0.1) for delay in delays)
+    assert served.run(lambda: served.sim.count("Time")) == 0
+
+
 def test_a_refused_retry_ends_the_call_without_ccxts_retry_delay(served: Simulator) -> None:
     """When ccxt's own retry loop would retry into an open circuit, the call ends at once
     with the error of the attempt that was sent, without sleeping the retry delay."""
