@@ -29,6 +29,7 @@ to repeat blindly.
 from __future__ import annotations
 
 import contextvars
+import gc
 import inspect
 import logging
 import re
@@ -645,6 +646,47 @@ def install() -> None:
     _patch(ccxt.async_support.kraken, _attach)
     _patch(ccxt.kraken, _attach)
     _patch(_construction_root(), _warn_unguarded)
+    _warn_built_before()
+
+
+def _family(cls: type) -> set[type]:
+    """``cls`` and every subclass of it, at any depth."""
+    found = {cls}
+    subclasses: list[type] = type.__subclasses__(cls)
+    for sub in subclasses:
+        found |= _family(sub)
+    return found
+
+
+def _warn_built_before() -> None:
+    """Log once when Kraken instances built with the flag already exist: they were built
+    before install(), get no breakers, and nothing else would say so (freqtrade builds
+    its exchanges before it imports the strategy that may call install()).
+
+    Found through the garbage collector's referrers of the Kraken classes (instances refer
+    to their class), read once and left untouched, after a collection so that instances
+    already dropped do not count: some tens of ms, once per install().
+    """
+    gc.collect()
+    kraken_classes = (ccxt.kraken, ccxt.async_support.kraken)
+    classes = set().union(*(_family(cls) for cls in kraken_classes))
+    missed = [
+        obj
+        for obj in gc.get_referrers(*classes)
+        if isinstance(obj, kraken_classes)
+        and not isinstance(obj, _Hooked)
+        and _raw_option(obj) not in (None, False)
+    ]
+    if missed:
+        names = sorted({_ccxt_name(type(obj), not isinstance(obj, Exchange)) for obj in missed})
+        logger.warning(
+            "%d Kraken instance(s) built with options['circuitBreaker'] before "
+            "ccxt_breaker.install() get no circuit breakers (%s): call install() before the "
+            "bot builds its exchanges (first thing at start-up, or in sitecustomize.py), or "
+            "start the bot with `python -m ccxt_breaker run COMMAND ...`",
+            len(missed),
+            ", ".join(names),
+        )
 
 
 def uninstall() -> None:

@@ -186,6 +186,31 @@ def test_flag_on_sync_kraken_gives_it_breakers_without_a_warning(warnings_log: A
     assert warnings_log() == []
 
 
+def test_install_after_flagged_instances_were_built_says_they_are_unguarded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """install() warns once about Kraken instances built with the flag before it, which get
+    no breakers; instances without the flag, and those built after, are not counted."""
+    early = [ccxt.kraken(flag()), ccxt.async_support.kraken(flag()), ccxt.kraken()]
+    try:
+        with caplog.at_level(logging.WARNING, "ccxt_breaker"):
+            ccxt_breaker.install()
+            late = ccxt.kraken(flag())
+            ccxt_breaker.install()  # the early ones are still there: said again
+    finally:
+        ccxt_breaker.uninstall()
+    messages = [r.getMessage() for r in caplog.records if r.name == "ccxt_breaker"]
+    expected = (
+        "2 Kraken instance(s) built with options['circuitBreaker'] before "
+        "ccxt_breaker.install() get no circuit breakers (ccxt.async_support.kraken, "
+        "ccxt.kraken (sync))"
+    )
+    assert [m.split(":")[0] for m in messages] == [expected, expected]
+    assert "python -m ccxt_breaker run" in messages[0]
+    assert not any(isinstance(e, SyncBreakerMixin) for e in early)
+    assert isinstance(late, SyncBreakerMixin)
+
+
 @pytest.mark.usefixtures("installed")
 @pytest.mark.parametrize(
     ("cls", "name"),
