@@ -19,12 +19,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import asdict
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._config import BreakerConfig, Clock, SystemClock
 from ._errors import Verdict, label, rejection, verdict
 from ._events import CallRejected, Listener, StateChanged, emit
 from ._machine import CLOSED, OPEN, CircuitState, Machine, Transition
+
+if TYPE_CHECKING:
+    from ._shared import SharedCircuit
 
 __all__ = ["SHADOW", "CircuitBreaker", "Counters"]
 
@@ -120,6 +123,7 @@ class CircuitBreaker:
         "_opened_by",
         "_plain",
         "_scrub",
+        "_shared",
         "_timed",
         "_transitions",
         "config",
@@ -159,6 +163,8 @@ class CircuitBreaker:
         self._opened_by: dict[str, str] | None = None
         self.last_error: dict[str, str] | None = None
         self.last_failure_time: float | None = None
+        # the tie to a circuit shared with other instances (sharedState), set by the registry
+        self._shared: SharedCircuit | None = None
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.group!r} {self._machine.state.value}>"
@@ -212,6 +218,7 @@ class CircuitBreaker:
                 for (old, new), count in tuple(self._transitions.items())
             ],
             "endpoints": {path: c.as_dict() for path, c in endpoints},
+            "shared_state": None if self._shared is None else self._shared.store.status,
         }
 
     def history(self) -> list[dict[str, Any]]:
@@ -226,11 +233,15 @@ class CircuitBreaker:
         forced open."""
         self.last_error = self._opened_by = None
         self._announce(self._machine.reset(), None)
+        if self._shared is not None:
+            self._shared.reset()
 
     def force_open(self) -> None:
         """Open the circuit and keep it open until :meth:`reset`."""
         cause = {"type": "ForcedOpen", "message": "force_open() was called"}
         self._announce(self._machine.force_open(self._clock.monotonic()), cause)
+        if self._shared is not None:
+            self._shared.opened(True, "forced open", cause)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on every transition and rejection of this breaker."""
@@ -275,6 +286,8 @@ class CircuitBreaker:
         kwargs: dict[str, Any],
     ) -> T:
         permit = self._admit(counters, name)
+        if self._shared is not None and self._shared.asks():
+            permit = await self._shared.admit(permit, counters, name)
         started = self._begin(counters)
         try:
             result = await fn(*args, **kwargs)
@@ -287,6 +300,8 @@ class CircuitBreaker:
     async def __aenter__(self) -> CircuitBreaker:
         counters = self._counters("async with")
         permit = self._admit(counters, None)
+        if self._shared is not None and self._shared.asks():
+            permit = await self._shared.admit(permit, counters, None)
         _GUARDS.set((self, permit, counters, self._begin(counters), _GUARDS.get()))
         return self
 
@@ -340,9 +355,16 @@ class CircuitBreaker:
             permit = m.acquire()
             if permit is not None:
                 return permit
+        return self._refuse(counters, endpoint, now, m.retry_after(now))
+
+    def _refuse(
+        self, counters: Counters, endpoint: str | None, now: float, retry_after: float | None
+    ) -> int:
+        """Count and report a refusal, then raise :class:`CircuitOpenError` (shadow mode
+        lets the call through with the ``SHADOW`` permit)."""
+        m = self._machine
         counters.rejected += 1
         shadow = self.config.shadow_mode
-        retry_after = m.retry_after(now)
         if retry_after:  # _ms() inline: a call more is a tenth of a rejection's cost
             retry_after = _ceil(retry_after * 1000 - 1e-6) / 1000
         name = self.name
@@ -381,13 +403,17 @@ class CircuitBreaker:
             if self._plain and m.state is CLOSED and not m.failure_count and permit == m.generation:
                 return  # the fast path: nothing would change, so no clock and no machine call
         try:
+            shared = self._shared
             if kind is NEUTRAL:
                 counters.neutral += 1
+                if shared is not None:
+                    shared.released(permit)
                 m.release(permit)
                 return
             now = self._clock.monotonic()
             duration = self.config.slow_call_duration
             slow = duration is not None and now - started >= duration
+            before, streak, current = m.state, m.failure_count, permit == m.generation
             if kind is SUCCESS:
                 transition = m.on_success(permit, now, slow)
             else:
@@ -397,6 +423,8 @@ class CircuitBreaker:
                 transition = m.on_failure(permit, now, slow)
             if transition is not None:
                 self._announce(transition, error)
+            if shared is not None and current:
+                shared.settled(permit, before, streak, kind is SUCCESS, transition, error)
         except Exception:  # a bug here must never replace the caller's own outcome
             logger.exception("ccxt_breaker failed to record an outcome")
             m.release(permit)
@@ -413,6 +441,8 @@ class CircuitBreaker:
         """Open at once for at least ``seconds`` (a limit the exchange named)."""
         now = self._clock.monotonic()
         self._announce(self._machine.trip(now, now + seconds), cause)
+        if self._shared is not None:
+            self._shared.opened(False, "limit named by the exchange", cause)
 
     def _summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
         """``{type, message}``: the message on one line, an HTML page told by its title,
