@@ -692,7 +692,7 @@ class SharedCircuit:
             self._give_back(future)
         breaker._release(permit)
         if m.state is HALF_OPEN:  # every probe is out elsewhere
-            return breaker._refuse(counters, endpoint, breaker._clock.monotonic(), PROBE_WAIT)
+            return breaker._refuse(counters, endpoint, PROBE_WAIT)
         return breaker._admit(counters, endpoint)  # closed or open since: judged again
 
     def _take_grant(self, permit: int) -> bool:
