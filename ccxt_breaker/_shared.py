@@ -542,7 +542,8 @@ class RedisStore:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._timeout)
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            async with asyncio.timeout(self._timeout):
+                await self._redis.aclose()
 
 
 def open_store(spec: SharedState, namespace: str) -> Store:

@@ -600,6 +600,15 @@ async def test_redis_slow_holds_no_call_past_the_timeout(
     back."""
     monkeypatch.setattr(_shared, "RETRY", 0.05)
     caplog.set_level(logging.WARNING, "ccxt_breaker")
+    waits: list[float] = []
+    flush = SharedCircuit.flush
+
+    async def timed(self: SharedCircuit) -> None:
+        started = time.perf_counter()
+        await flush(self)
+        waits.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(SharedCircuit, "flush", timed)
     exchange = own_redis(failureThreshold=3)
     await exchange.load_markets()
     await exchange.fetch_balance()
@@ -609,12 +618,14 @@ async def test_redis_slow_holds_no_call_past_the_timeout(
     with pytest.raises(ccxt_breaker.CircuitOpenError.__mro__[1]):
         await exchange.create_order("BTC/USD", "limit", "buy", 0.001, 20_000)
     held = time.perf_counter() - started
-    assert held < 0.1 + 0.15  # the timeout, and the simulator's own round trip
+    assert waits[0] == pytest.approx(0.1, abs=0.05)  # the failure waited for Redis: 100 ms
+    assert held < 1.0  # that, and the simulator's own round trip
     assert exchange.circuit_breakers["trading"].snapshot()["shared_state"] == "degraded"
     started = time.perf_counter()
     with pytest.raises(ccxt_breaker.CircuitOpenError.__mro__[1]):
         await exchange.create_order("BTC/USD", "limit", "buy", 0.001, 20_000)
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 0.5
+    assert waits[1] < 0.01  # degraded: nothing was sent, so nothing was awaited
     redis_server.resume()
     await until(
         lambda: exchange.circuit_breakers["trading"].snapshot()["shared_state"] == "connected",
@@ -709,3 +720,25 @@ async def test_snapshot_shows_the_shared_state_or_null(make: Make, store_url: st
     plain = ccxt_breaker.kraken({}).circuit_breakers.snapshot()
     assert {s["shared_state"] for s in shared.values()} == {"connected"}
     assert {s["shared_state"] for s in plain.values()} == {None}
+
+
+async def test_install_flag_shares_with_the_drop_in_class(
+    sim: KrakenSimulator, clock: FakeClock, namespace: str
+) -> None:
+    """A plain ccxt kraken built with the flag after install() shares state with a
+    ccxt_breaker.kraken on the same key."""
+    import ccxt.async_support
+
+    options = {"clock": clock, "sharedState": {"url": "process", "namespace": namespace}}
+    ccxt_breaker.install()
+    try:
+        plain = ccxt.async_support.kraken(
+            {**sim.ccxt_config(), "options": {"circuitBreaker": dict(options)}}
+        )
+    finally:
+        ccxt_breaker.uninstall()
+    drop_in = ccxt_breaker.kraken({**sim.ccxt_config(), "options": {"circuitBreaker": options}})
+    plain.circuit_breakers["trading"].force_open()
+    assert drop_in.circuit_breakers["trading"].state == "open"
+    await plain.close()
+    await drop_in.close()
