@@ -262,7 +262,7 @@ class Machine:
         self.forced = forced
         return transition
 
-    def adopt_close(self, reason: str, failures: int = 0) -> Transition | None:
+    def adopt_close(self, reason: str, failures: int) -> Transition | None:
         """Close as another instance decided, carrying the shared run of ``failures``; a
         closed circuit only takes the run."""
         transition = None if self.state is CLOSED else self._enter(CLOSED, reason)

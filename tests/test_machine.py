@@ -419,6 +419,15 @@ def test_adopt_open_enters_open_until_the_given_deadline(
     assert act(m, m.on_failure, permit, 13.0) is None
 
 
+def test_adopt_open_of_a_reopened_half_open_circuit_counts_one_more_reopen() -> None:
+    """A remote open of a circuit half-open after re-opens grows its count by one."""
+    m = half_open()
+    assert steps(m, "f", 10.0) == [Transition(HALF_OPEN, OPEN, "probe failed")]
+    assert act(m, m.poll, 1e6) == Transition(OPEN, HALF_OPEN, "open time elapsed")
+    act(m, m.adopt_open, 1e6, 2e6, False, "remote")
+    assert m.reopen_count == 2
+
+
 def test_adopt_open_of_an_open_circuit_never_shortens_it() -> None:
     """An open circuit keeps its generation and the later deadline; forced sticks."""
     m = opened()
