@@ -519,6 +519,11 @@ SCHEMES = "must be 'process' or a URL starting with redis://, rediss:// or unix:
             f"unknown key {SHARED}['namespce'] = '...'; did you mean 'namespace'?",
         ),
         (
+            {"sharedState": {"url": "process", "timeot": 250}},
+            ValueError,
+            f"unknown key {SHARED}['timeot'] = 250; did you mean 'timeout'?",
+        ),
+        (
             {"sharedState": {"url": "process", "timeout": 0}},
             ValueError,
             f"{SHARED}['timeout'] must be more than zero milliseconds, got 0",
