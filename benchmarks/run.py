@@ -17,6 +17,10 @@ P3  cost and memory of a rejected call.
 P4  rejection while ccxt's rate-limit queue holds 100 calls; no queued call may be sent.
 P5  end to end over loopback, against an aiohttp server in a child process.
 P6  cost per call from 1 to 10,000 concurrent tasks; memory per breaker.
+P7  shared state (sharedState): P1's closed path and P3's rejection with state shared in
+    the process and on Redis (no Redis command may run for them), and the time an open
+    takes to reach another process through Redis.  Redis is CCXT_BREAKER_REDIS_URL's, or a
+    redis-server started on a free port when the binary is on PATH.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ import inspect
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import random
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -1126,7 +1133,247 @@ async def p6_memory(report: Report, count: int, calls: int) -> None:
     )
 
 
-# --- main ---------------------------------------------------------------------------------
+# --- P7: shared state -------------------------------------------------------------------
+
+
+def redis_for_bench() -> tuple[str | None, subprocess.Popen[bytes] | None, str]:
+    """(url, the server started here or None, why there is none)."""
+    url = os.environ.get("CCXT_BREAKER_REDIS_URL")
+    if url:
+        return url, None, ""
+    try:
+        import redis
+    except ImportError:
+        return None, None, "redis-py is not installed (pip install 'ccxt-breaker[redis]')"
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, None, "no redis-server on PATH and no CCXT_BREAKER_REDIS_URL"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            return url, server, ""
+        except Exception:
+            time.sleep(0.02)
+    server.kill()
+    return None, None, "redis-server did not start"
+
+
+def redis_commands(url: str) -> dict[str, int]:
+    """The commands Redis has run (INFO commandstats), by name, less this count's own
+    (a fresh connection's HELLO, and INFO)."""
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    own = ("cmdstat_info", "cmdstat_hello")
+    return {k[8:]: v["calls"] for k, v in stats.items() if k not in own}
+
+
+def commands_since(url: str, before: dict[str, int]) -> dict[str, int]:
+    after = redis_commands(url)
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+
+def shared_config(url: str, namespace: str, session: Any = None) -> dict[str, Any]:
+    return config(
+        session,
+        options={"circuitBreaker": {"sharedState": {"url": url, "namespace": namespace}}},
+    )
+
+
+def p7_listener(conn: Any, url: str, namespace: str) -> None:
+    """A second process on the same key: reports when each open reaches it."""
+
+    logging.getLogger("ccxt_breaker").addHandler(logging.NullHandler())
+
+    async def run() -> None:
+        exchange = ccxt_breaker.kraken(shared_config(url, namespace))
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Queue[float] = asyncio.Queue()
+
+        def record(event: Any) -> None:
+            if isinstance(event, ccxt_breaker.StateChanged) and event.new_state == "open":
+                opened.put_nowait(time.time())
+
+        exchange.circuit_breakers["private"].add_listener(record)
+        await exchange.circuit_breakers["private"]._shared.store.ready()
+        conn.send("ready")
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "stop":
+                break
+            conn.send(await opened.get())
+        await exchange.close()
+
+    asyncio.run(run())
+
+
+async def p7_propagation(report: Report, url: str, trials: int) -> None:
+    namespace = f"bench-{os.getpid()}-propagation"
+    context = multiprocessing.get_context("spawn")
+    conn, child = context.Pipe()
+    listener = context.Process(target=p7_listener, args=(child, url, namespace), daemon=True)
+    listener.start()
+    loop = asyncio.get_running_loop()
+    exchange = ccxt_breaker.kraken(shared_config(url, namespace))
+    breaker = exchange.circuit_breakers["private"]
+    try:
+        assert await loop.run_in_executor(None, conn.recv) == "ready"
+        delays = []
+        for _ in range(trials):
+            conn.send("next")
+            await asyncio.sleep(0.01)
+            started = time.time()
+            breaker.force_open()
+            seen = await loop.run_in_executor(None, conn.recv)
+            delays.append((seen - started) * 1000)
+            breaker.reset()
+            await asyncio.sleep(0.02)
+        conn.send("stop")
+    finally:
+        listener.join(10)
+        if listener.is_alive():
+            listener.kill()
+        await exchange.close()
+    ordered = sorted(delays)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+    report.rows(
+        ["measure", "ms"],
+        [
+            ["open -> another process refuses, p50", f"{p50:.2f}"],
+            ["p99", f"{p99:.2f}"],
+            ["max", f"{ordered[-1]:.2f}"],
+        ],
+    )
+    report.judge(
+        "P7",
+        f"open reaches another process, p99 ({trials} opens)",
+        f"{p99:.1f} ms",
+        "≤ 100 ms",
+        p99 <= 100,
+    )
+    report.show("P7", "open reaches another process, p50", f"{p50:.1f} ms")
+
+
+async def p7_shared(report: Report, rounds: int, n: int, trials: int) -> None:
+    report.section(f"P7 shared state ({rounds} rounds x {n} calls; {trials} opens propagated)")
+    from ccxt_breaker import _shared
+
+    _shared.RESYNC = 3600.0  # no periodic read inside the timed blocks
+    url, server, missing = redis_for_bench()
+    try:
+        plain = ccxt.async_support.kraken(config(FakeSession()))
+        local = ccxt_breaker.kraken(config(FakeSession()))
+        variants = {
+            "plain": plain,
+            "ccxt_breaker.kraken": local,
+            "sharedState 'process'": ccxt_breaker.kraken(
+                shared_config("process", "bench", FakeSession())
+            ),
+        }
+        if url is not None:
+            variants["sharedState Redis"] = ccxt_breaker.kraken(
+                shared_config(url, f"bench-{os.getpid()}", FakeSession())
+            )
+        for exchange in variants.values():  # the first call reads the shared records
+            await exchange.publicGetTime()
+            await exchange.privatePostBalance()
+        blocks = {
+            f"{endpoint}|{label}": calls_block(getattr(exchange, method), n)
+            for label, exchange in variants.items()
+            for endpoint, method in (
+                ("public Time", "publicGetTime"),
+                ("private Balance", "privatePostBalance"),
+            )
+        }
+        before = None if url is None else redis_commands(url)
+        times = await interleave(blocks, rounds)
+        ran = None if url is None or before is None else commands_since(url, before)
+        rows = []
+        for key in blocks:
+            endpoint, label = key.split("|")
+            base = f"{endpoint}|plain"
+            rows.append(
+                [
+                    endpoint,
+                    label,
+                    f"{per_call_us(times[key], n):.2f}",
+                    ratio_cell(ratios(times, key, base)),
+                ]
+            )
+        report.rows(["endpoint", "variant", "µs/call", RATIO_TO_PLAIN], rows)
+        for label in [v for v in variants if v.startswith("sharedState")]:
+            for endpoint in ("public Time", "private Balance"):
+                med = statistics.median(ratios(times, f"{endpoint}|{label}", f"{endpoint}|plain"))
+                report.judge(
+                    "P7", f"{endpoint}: {label} / plain", f"{med:.3f}", "≤ 1.15", med <= 1.15
+                )
+        if ran is None:
+            report.notes.append(f"P7: Redis variants not run: {missing}.")
+        else:
+            calls = sum(len(t) for t in times.values()) * n // len(blocks)
+            print(f"\nRedis commands run during {calls:,} closed successes per variant: {ran}")
+            count = sum(ran.values())
+            report.judge("P7", "Redis commands on closed successes", str(count), "0", count == 0)
+
+        # rejections: P3 with shared state on
+        raising = RaisingKraken(config(FakeSession()))
+        rejecting = {"raise ExchangeNotAvailable in fetch2": (raising, ccxt.ExchangeNotAvailable)}
+        for label, exchange in variants.items():
+            if label != "plain":
+                exchange.circuit_breakers["public"].force_open()
+                rejecting[f"{label}, forced open"] = (exchange, ccxt_breaker.CircuitOpenError)
+        await asyncio.sleep(0.05)  # the force_open reports reach Redis before the count
+        before = None if url is None else redis_commands(url)
+        blocks = {
+            label: rejections_block(exchange.publicGetTime, error, n)
+            for label, (exchange, error) in rejecting.items()
+        }
+        times = await interleave(blocks, rounds)
+        ran = None if url is None or before is None else commands_since(url, before)
+        base = "raise ExchangeNotAvailable in fetch2"
+        report.rows(
+            ["variant", "µs/call", "ratio to raise, " + RATIO_CELL],
+            [
+                [name, f"{per_call_us(times[name], n):.2f}", ratio_cell(ratios(times, name, base))]
+                for name in blocks
+            ],
+        )
+        for label in blocks:
+            if label.startswith("sharedState"):
+                med = statistics.median(ratios(times, label, base))
+                report.judge(
+                    "P7",
+                    f"rejection, {label.split(',')[0]} / raise",
+                    f"{med:.2f}",
+                    "≤ 2.00",
+                    med <= 2.0,
+                )
+        if ran is not None:
+            print(f"\nRedis commands run during the rejections: {ran}")
+            count = sum(ran.values())
+            report.judge("P7", "Redis commands on rejections", str(count), "0", count == 0)
+        for label, exchange in variants.items():
+            if label != "plain":
+                await exchange.circuit_breakers._close()
+        detach(raising, *variants.values())
+        if url is not None:
+            await p7_propagation(report, url, trials)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+
+
+# --- main ------------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -1167,8 +1414,13 @@ async def main(args: argparse.Namespace) -> Report:
         ("P5", p5_loopback(report, rounds, 10 if quick else 40)),
         ("P6", p6_scale(report, levels, scale_rounds, 10_000 if quick else 40_000)),
         ("P6 memory", p6_memory(report, 100 if quick else 1000, soak)),
+        ("P7", p7_shared(report, rounds, 20 if quick else 200, 10 if quick else 200)),
     ]
+    only = {name.strip() for name in args.only.split(",")} if args.only else None
     for name, part in parts:
+        if only is not None and name.split()[0] not in only:
+            part.close()  # never awaited: closed, so Python does not warn about it
+            continue
         try:
             await part
         except Exception as exc:  # the other parts still run and print their tables
@@ -1184,6 +1436,7 @@ def cli() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke mode: seconds, no verdicts")
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the interleaved blocks")
     parser.add_argument("--seed", type=int, default=None, help="seed of the block order")
+    parser.add_argument("--only", default="", help="run only these parts, e.g. P1,P7")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -78,6 +78,18 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="serve the live dashboard on http://127.0.0.1:PORT/ while the demo runs and "
         "print its address (PORT 0 or none: a free port)",
     )
+    demo.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="run N bot processes on one API key instead, sharing their breakers through "
+        "Redis (--redis), and lock the key out part way (needs the redis extra)",
+    )
+    demo.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the Redis server the --processes bots share state in (redis://host:port/db)",
+    )
     # Its options belong to ccxt_breaker.testing's own parser, which also answers --help.
     commands.add_parser(
         "simulate",
@@ -167,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.duration < MIN_DURATION:
         demo.error(f"argument --duration: must be at least {MIN_DURATION:g}, not {args.duration:g}")
+    if args.processes is not None or args.redis is not None:
+        if args.processes is None or args.redis is None or args.processes < 1:
+            demo.error("--processes N (at least 1) and --redis URL go together")
+        from .testing._demo_processes import run_processes_demo
+
+        try:
+            asyncio.run(run_processes_demo(args.processes, args.redis, args.duration))
+        except KeyboardInterrupt:
+            return 130
+        return 0
     # without --no-color, color follows the terminal and NO_COLOR
     color = False if args.no_color else None
     try:

@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import asdict
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._config import BreakerConfig, Clock, SystemClock
 from ._errors import Verdict, label, rejection, verdict
 from ._events import CallRejected, Listener, StateChanged, emit
 from ._machine import CLOSED, OPEN, CircuitState, Machine, Transition
+
+if TYPE_CHECKING:
+    from ._shared import SharedCircuit
 
 __all__ = ["SHADOW", "CircuitBreaker", "Counters"]
 
@@ -124,6 +127,7 @@ class CircuitBreaker:
         "_opened_by",
         "_plain",
         "_scrub",
+        "_shared",
         "_timed",
         "_transitions",
         "config",
@@ -170,6 +174,8 @@ class CircuitBreaker:
         self._opened_by: dict[str, str] | None = None
         self.last_error: dict[str, str] | None = None
         self.last_failure_time: float | None = None
+        # the tie to a circuit shared with other instances (sharedState), set by the registry
+        self._shared: SharedCircuit | None = None
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.group!r} {self._machine.state.value}>"
@@ -223,6 +229,7 @@ class CircuitBreaker:
                 for (old, new), count in tuple(self._transitions.items())
             ],
             "endpoints": {path: c.as_dict() for path, c in endpoints},
+            "shared_state": None if self._shared is None else self._shared.store.status,
         }
 
     def history(self) -> list[dict[str, Any]]:
@@ -239,12 +246,16 @@ class CircuitBreaker:
         with self._lock:
             self.last_error = self._opened_by = None
             self._announce(self._machine.reset(), None)
+            if self._shared is not None:
+                self._shared.reset()
 
     def force_open(self) -> None:
         """Open the circuit and keep it open until :meth:`reset`."""
         cause = {"type": "ForcedOpen", "message": "force_open() was called"}
         with self._lock:
             self._announce(self._machine.force_open(self._clock.monotonic()), cause)
+            if self._shared is not None:
+                self._shared.opened(True, "forced open", cause)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on every transition and rejection of this breaker."""
@@ -289,6 +300,8 @@ class CircuitBreaker:
         kwargs: dict[str, Any],
     ) -> T:
         permit = self._admit(counters, name)
+        if self._shared is not None and self._shared.asks():
+            permit = await self._shared.admit(permit, counters, name)
         started = self._begin(counters)
         try:
             result = await fn(*args, **kwargs)
@@ -301,6 +314,8 @@ class CircuitBreaker:
     async def __aenter__(self) -> CircuitBreaker:
         counters = self._counters("async with")
         permit = self._admit(counters, None)
+        if self._shared is not None and self._shared.asks():
+            permit = await self._shared.admit(permit, counters, None)
         _GUARDS.set((self, permit, counters, self._begin(counters), _GUARDS.get()))
         return self
 
@@ -381,6 +396,24 @@ class CircuitBreaker:
             raise rejection(self.group, endpoint, retry_after, self._opened_by, self.exchange_id)
         raise rejection(self.group, endpoint, retry_after, self._opened_by, self.exchange_id, name)
 
+    def _refuse(self, counters: Counters, endpoint: str | None, retry_after: float) -> int:
+        """Refuse a call for a reason the machine does not know (every shared probe is out
+        elsewhere), as :meth:`_admit` refuses; that keeps its own copy inline, where a
+        call more costs a tenth of a rejection."""
+        counters.rejected += 1
+        shadow = self.config.shadow_mode
+        state, wait = self._machine.state.value, _ms(retry_after)
+        if self._listeners:
+            event = CallRejected(
+                self.group, endpoint, state, wait, shadow, self._clock.time(), self.name
+            )
+            emit(self._listeners, event)
+        if shadow:
+            return SHADOW
+        if self.name is None:  # five fields, as an unnamed rejection always had
+            raise rejection(self.group, endpoint, wait, self._opened_by, self.exchange_id)
+        raise rejection(self.group, endpoint, wait, self._opened_by, self.exchange_id, self.name)
+
     def _begin(self, counters: Counters) -> float:
         """Count an attempt as sent; returns its start time when slow calls are timed."""
         counters.calls += 1
@@ -405,13 +438,17 @@ class CircuitBreaker:
             if self._plain and m.state is CLOSED and not m.failure_count and permit == m.generation:
                 return  # the fast path: nothing would change, so no clock and no machine call
         try:
+            shared = self._shared
             if kind is NEUTRAL:
                 counters.neutral += 1
+                if shared is not None:
+                    shared.released(permit)
                 m.release(permit)
                 return
             now = self._clock.monotonic()
             duration = self.config.slow_call_duration
             slow = duration is not None and now - started >= duration
+            before, streak, current = m.state, m.failure_count, permit == m.generation
             if kind is SUCCESS:
                 transition = m.on_success(permit, now, slow)
             else:
@@ -421,6 +458,8 @@ class CircuitBreaker:
                 transition = m.on_failure(permit, now, slow)
             if transition is not None:
                 self._announce(transition, error)
+            if shared is not None and current:
+                shared.settled(permit, before, streak, kind is SUCCESS, transition, error)
         except Exception:  # a bug here must never replace the caller's own outcome
             logger.exception("ccxt_breaker failed to record an outcome")
             m.release(permit)
@@ -437,6 +476,8 @@ class CircuitBreaker:
         """Open at once for at least ``seconds`` (a limit the exchange named)."""
         now = self._clock.monotonic()
         self._announce(self._machine.trip(now, now + seconds), cause)
+        if self._shared is not None:
+            self._shared.opened(False, "limit named by the exchange", cause)
 
     def _summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
         """``{type, message}``: the message on one line, an HTML page told by its title,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BreakerConfig", "Clock", "Settings", "SystemClock", "parse_settings"]
+__all__ = ["BreakerConfig", "Clock", "Settings", "SharedState", "SystemClock", "parse_settings"]
 
 logger = logging.getLogger("ccxt_breaker")
 
@@ -71,6 +71,16 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedState:
+    """Where breakers share their state: ``"process"`` (the instances of this process) or
+    a Redis URL; ``namespace`` ``None`` derives one from the exchange id and the API key."""
+
+    url: str
+    namespace: str | None = None
+    timeout: float = 0.1  # seconds: the longest a store command may hold a call
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything ``options['circuitBreaker']`` says, validated."""
 
@@ -79,6 +89,7 @@ class Settings:
     endpoints: Mapping[str, str]
     clock: Clock = field(default_factory=SystemClock)
     name: str | None = None  # labels log lines, snapshots, events and rejections
+    shared_state: SharedState | None = None
 
     def for_group(self, group: str) -> BreakerConfig:
         return self.groups.get(group, self.default)
@@ -168,6 +179,46 @@ def _window_type(path: str, value: Any) -> str:
     return value
 
 
+_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+_SHARED_KEYS = ("url", "namespace", "timeout")
+
+
+def _store_url(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{path} must be a string, got {_describe(value)}")
+    if value != "process" and not value.startswith(_STORE_SCHEMES):
+        # the value may hold a Redis password: only its scheme is repeated
+        scheme = value.partition(":")[0] if ":" in value else value[:0]
+        raise ValueError(
+            f"{path} must be 'process' or a URL starting with redis://, rediss:// or "
+            f"unix://, got {scheme + ':...' if scheme else 'no URL'}"
+        )
+    return value
+
+
+def _shared_state(path: str, value: Any) -> SharedState:
+    if isinstance(value, str):
+        return SharedState(_store_url(path, value))
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{path} must be 'process', a redis:// URL or a dict, got {_describe(value)}"
+        )
+    raw = value
+    for key in raw:
+        if key not in _SHARED_KEYS:
+            hidden = (
+                "..." if isinstance(raw[key], str) else raw[key]
+            )  # maybe a URL, password and all
+            raise _unknown(path, key, hidden, list(_SHARED_KEYS))
+    if "url" not in raw:
+        raise ValueError(f"{path}['url'] is required: 'process' or a redis:// URL")
+    namespace = _optional(_name, f"{path}['namespace']", raw.get("namespace"))
+    timeout = raw.get("timeout", 100)
+    return SharedState(
+        _store_url(f"{path}['url']", raw["url"]), namespace, _millis(f"{path}['timeout']", timeout)
+    )
+
+
 # camelCase key -> (BreakerConfig field, check). The order is the README's order.  The
 # checks are plain functions, their options bound with partial, so that nothing but this
 # table is built when the module is imported.
@@ -191,7 +242,7 @@ _KEYS: dict[str, tuple[str, _Check]] = {
     "shadowMode": ("shadow_mode", _bool),
     "historySize": ("history_size", partial(_count, minimum=0)),
 }
-_TOP_ONLY = ("groups", "endpoints", "name", "clock")
+_TOP_ONLY = ("groups", "endpoints", "name", "clock", "sharedState")
 _DEFAULTS = BreakerConfig()
 _ROOT = "options['circuitBreaker']"
 # The keys whose milliseconds are easily mistaken for seconds, and the shortest time
@@ -289,6 +340,7 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
     moves_raw = _mapping(f"{_ROOT}['endpoints']", top.pop("endpoints", {}))
     clock = top.pop("clock", None)
     name = _optional(_name, f"{_ROOT}['name']", top.pop("name", None))
+    shared = _optional(_shared_state, f"{_ROOT}['sharedState']", top.pop("sharedState", None))
     # a test clock runs tests in short times on purpose: only real time is warned about
     warn = clock is None
     if clock is None:
@@ -328,4 +380,6 @@ def parse_settings(raw: Any, *, endpoints: Mapping[str, str], default_on: bool) 
     # validated even when off, so a typo does not wait for the day breakers are turned on
     if not default.enabled:
         return None
-    return Settings(default=default, groups=groups, endpoints=moves, clock=clock, name=name)
+    return Settings(
+        default=default, groups=groups, endpoints=moves, clock=clock, name=name, shared_state=shared
+    )

@@ -155,7 +155,20 @@ def _build_registry(exchange: Any, raw: Any, *, default_on: bool) -> BreakerRegi
     )
     if settings is None:
         return None
-    registry = BreakerRegistry(settings, table, exchange_id=exchange.id, credentials=_credentials)
+    if settings.shared_state is not None and not isinstance(exchange, Exchange):
+        # the shared store runs on an event loop, which a sync client's threads lack
+        raise ValueError(
+            f"options['circuitBreaker']['sharedState'] is not supported on sync ccxt "
+            f"({type(exchange).__name__}) yet: remove it from this exchange's config (its "
+            "breakers then work on their own), or use ccxt.async_support.kraken"
+        )
+    registry = BreakerRegistry(
+        settings,
+        table,
+        exchange_id=exchange.id,
+        credentials=_credentials,
+        api_key=getattr(exchange, "apiKey", None),
+    )
     registry._adopt(exchange)
     return registry
 
@@ -254,6 +267,13 @@ class BreakerMixin(_Hooked):
         super().__init_subclass__(**kwargs)
         _check_bases(cls, BreakerMixin, Exchange, "async")
 
+    async def close(self) -> Any:
+        try:
+            return await super().close()
+        finally:
+            if self._circuit_breakers is not None:  # the shared store's connections
+                await self._circuit_breakers._close()
+
     async def fetch2(
         self,
         path: str,
@@ -268,9 +288,12 @@ class BreakerMixin(_Hooked):
         if route is None and registry is not None:
             route = registry._route(path, api)
         call = None  # no breaker: and no outer call's context for this call's attempts
-        if route is not None and route.breaker is not None:
+        if route is not None and (breaker := route.breaker) is not None:
             counters = route.counters or route.count()
-            call = _Call(route, counters, route.breaker._admit(counters, path))
+            permit = breaker._admit(counters, path)
+            if breaker._shared is not None and breaker._shared.asks():
+                permit = await breaker._shared.admit(permit, counters, path)
+            call = _Call(route, counters, permit)
         token = _CALL.set(call)
         try:
             return await super().fetch2(path, api, method, params, *args, **kwargs)
@@ -306,6 +329,8 @@ class BreakerMixin(_Hooked):
         held, call.permit = call.permit, None
         try:
             permit = breaker._admit(counters, route.endpoint, held)
+            if permit != held and breaker._shared is not None and breaker._shared.asks():
+                permit = await breaker._shared.admit(permit, counters, route.endpoint)
         except CircuitOpenError as refused:
             call.refusal = refused
             raise
@@ -315,6 +340,8 @@ class BreakerMixin(_Hooked):
             response = await super().fetch(url, method, headers, body)
         except BaseException as exc:
             _judge_error(self, call, permit, started, exc, headers)
+            if breaker._shared is not None and isinstance(exc, Exception):
+                await breaker._shared.flush()  # the failure is counted everywhere first
             raise
         _judge_answer(breaker, route, counters, permit, started, response)
         return response
@@ -326,8 +353,12 @@ class BreakerMixin(_Hooked):
             # now, end the call instead of waiting for nothing
             route = call.route
             assert route.breaker is not None
+            breaker = route.breaker
             try:
-                call.permit = route.breaker._admit(call.counters, route.endpoint, call.permit)
+                permit = breaker._admit(call.counters, route.endpoint, call.permit)
+                if permit != call.permit and breaker._shared is not None and breaker._shared.asks():
+                    permit = await breaker._shared.admit(permit, call.counters, route.endpoint)
+                call.permit = permit
             except CircuitOpenError as refused:
                 call.refusal = refused
         if call is not None and call.refusal is not None:

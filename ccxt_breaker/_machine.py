@@ -13,6 +13,7 @@ Transitions::
     HALF_OPEN --(successThreshold consecutive probe successes)---------> CLOSED
     HALF_OPEN --(a failed or slow probe, or a trip)--------------------> OPEN
     any -----(force_open)--> OPEN (forced, until reset)    any --(reset)--> CLOSED
+    any -----(adopt_open / adopt_close: decided by another instance)--> OPEN / CLOSED
 
 The call protocol is resilience4j's: ``acquire`` hands out a permit (the generation
 it was issued in), and the caller returns it through exactly one of ``on_success``,
@@ -240,6 +241,33 @@ class Machine:
     def reset(self) -> Transition:
         """Close, forgetting every count and the growth of the open time."""
         return self._enter(CLOSED, "reset")
+
+    # --- states decided by another instance (shared state) ---------------------------
+
+    def adopt_open(self, now: float, until: float, forced: bool, reason: str) -> Transition | None:
+        """Open as another instance decided: until ``until``, or until reset when ``forced``.
+
+        An open circuit stays in its generation and keeps the later of the two deadlines
+        (an update that arrives late never shortens an open); a half-open one re-opens.
+        """
+        if self.state is OPEN:
+            self.open_until = max(self.open_until, until)
+            self.forced = self.forced or forced
+            return None
+        if self.state is not CLOSED:
+            self.reopen_count += 1
+        self.open_until = until
+        self.opened_at = now
+        transition = self._enter(OPEN, reason)
+        self.forced = forced
+        return transition
+
+    def adopt_close(self, reason: str, failures: int) -> Transition | None:
+        """Close as another instance decided, carrying the shared run of ``failures``; a
+        closed circuit only takes the run."""
+        transition = None if self.state is CLOSED else self._enter(CLOSED, reason)
+        self.failure_count = failures
+        return transition
 
     # --- reading -------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
 import threading
 import weakref
@@ -13,6 +15,7 @@ from ._config import _ROOT, Clock, Settings, SystemClock
 from ._events import Listener
 from ._kraken import DEFAULT_GROUPS, SCOPES, section_default
 from ._machine import CLOSED
+from ._shared import SharedCircuit, Store, circuit_name, key_id, open_store
 
 __all__ = ["BreakerRegistry", "Route"]
 
@@ -61,6 +64,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         *,
         exchange_id: str = "kraken",
         credentials: Callable[[Any], Iterable[str]] = _no_credentials,
+        api_key: str | None = None,
     ) -> None:
         self._credentials = credentials
         # every exchange using these breakers: the one built with them, and its copies
@@ -86,6 +90,19 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                         name=self._name,
                         lock=self._lock,
                     )
+        self._store: Store | None = None
+        shared = settings.shared_state if settings else None
+        if shared is not None:
+            # the key is hashed here and never kept: the hash names the keyed circuits
+            key = key_id(exchange_id, api_key)
+            store = self._store = open_store(shared, shared.namespace or f"{exchange_id}-{key}")
+            for group, breaker in self._breakers.items():
+                breaker._shared = SharedCircuit(store, circuit_name(group, key), breaker)
+                store.attach(breaker._shared)
+            # listen from now on when built inside a loop; otherwise from the first call
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop()
+                store.start()
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():
             domains.setdefault(self._group_of[path], set()).add(domain)
@@ -195,6 +212,11 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             for secret in self._credentials(owner):
                 message = message.replace(secret, "***")
         return message
+
+    async def _close(self) -> None:
+        """Release the shared store's connections (when the exchange closes)."""
+        if self._store is not None:
+            await self._store.close()
 
     def _now(self) -> float:
         """Wall time on the breakers' clock, for times the exchange names as dates."""

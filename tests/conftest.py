@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import ccxt_breaker
 from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET, FakeClock, KrakenSimulator
 
+from .redis_support import RedisServer, unavailable
 from .support import PLAIN_KEY
 
 
@@ -46,3 +49,34 @@ async def build(clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
 
     yield factory
     await asyncio.gather(*(exchange.close() for exchange in made))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the session: CCXT_BREAKER_REDIS_URL's (CI starts one), or
+    one started here when the binary is on PATH."""
+    url = os.environ.get("CCXT_BREAKER_REDIS_URL")
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_timeout=5).ping()
+        except Exception as e:
+            unavailable(f"CCXT_BREAKER_REDIS_URL does not answer ({type(e).__name__})")
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill, pause and start again."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

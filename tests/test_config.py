@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 import ccxt_breaker
 from ccxt_breaker import _config
-from ccxt_breaker._config import SystemClock, parse_settings
+from ccxt_breaker._config import SharedState, SystemClock, parse_settings
 from ccxt_breaker._registry import MAX_LEARNED_ROUTES
 from ccxt_breaker.testing import FakeClock
 
@@ -193,10 +194,12 @@ GROUP_KEYS = (
     "slidingWindowSize, slidingWindowDuration, minimumNumberOfCalls, resetTimeoutMultiplier, "
     "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode, historySize"
 )
-VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, name, clock"
+VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, name, clock, sharedState"
 GROUPS = f"{ROOT}['groups']"
 TRADING = f"{GROUPS}['trading']"
 NEVER_JUDGED = "the rate would never be judged"
+SHARED = f"{ROOT}['sharedState']"
+SCHEMES = "must be 'process' or a URL starting with redis://, rediss:// or unix://"
 
 
 @pytest.mark.parametrize(
@@ -492,6 +495,49 @@ NEVER_JUDGED = "the rate would never be judged"
             f"{ROOT}['minimumNumberOfCalls'] (20) cannot exceed slidingWindowSize (5): "
             + NEVER_JUDGED,
         ),
+        # sharedState: 'process', a Redis URL, or a dict; a URL's text is never repeated
+        (
+            {"sharedState": 5},
+            TypeError,
+            f"{SHARED} must be 'process', a redis:// URL or a dict, got 5 (int)",
+        ),
+        ({"sharedState": "http://:pw@host"}, ValueError, f"{SHARED} {SCHEMES}, got http:..."),
+        ({"sharedState": "proces"}, ValueError, f"{SHARED} {SCHEMES}, got no URL"),
+        (
+            {"sharedState": {}},
+            ValueError,
+            f"{SHARED}['url'] is required: 'process' or a redis:// URL",
+        ),
+        (
+            {"sharedState": {"url": 6379}},
+            TypeError,
+            f"{SHARED}['url'] must be a string, got 6379 (int)",
+        ),
+        (
+            {"sharedState": {"url": "redis://:pw@x", "namespce": "bots"}},
+            ValueError,
+            f"unknown key {SHARED}['namespce'] = '...'; did you mean 'namespace'?",
+        ),
+        (
+            {"sharedState": {"url": "process", "timeot": 250}},
+            ValueError,
+            f"unknown key {SHARED}['timeot'] = 250; did you mean 'timeout'?",
+        ),
+        (
+            {"sharedState": {"url": "process", "timeout": 0}},
+            ValueError,
+            f"{SHARED}['timeout'] must be more than zero milliseconds, got 0",
+        ),
+        (
+            {"sharedState": {"url": "process", "namespace": ""}},
+            ValueError,
+            f"{SHARED}['namespace'] must be a non-empty string of printable text, got ''",
+        ),
+        (
+            {"groups": {"public": {"sharedState": "process"}}},
+            ValueError,
+            f"{GROUPS}['public']['sharedState'] is only valid at the top level",
+        ),
         # in a group, the path names the group; the top level's values are inherited
         (
             {"groups": {"trading": {"resetTimeout": -1}}},
@@ -522,6 +568,29 @@ def test_flag_true_false_and_dict() -> None:
     assert len(ccxt_breaker.kraken({"options": {"circuitBreaker": True}}).circuit_breakers) == 5
     assert len(ccxt_breaker.kraken({"options": {"circuitBreaker": False}}).circuit_breakers) == 0
     assert len(build(failureThreshold=3).circuit_breakers) == 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("process", SharedState("process")),
+        ("redis://127.0.0.1:6379/0", SharedState("redis://127.0.0.1:6379/0")),
+        ("rediss://user:pw@redis.example:6380", SharedState("rediss://user:pw@redis.example:6380")),
+        ("unix:///run/redis.sock", SharedState("unix:///run/redis.sock")),
+        ({"url": "process"}, SharedState("process", None, 0.1)),
+        (
+            {"url": "redis://h", "namespace": "bots", "timeout": 250},
+            SharedState("redis://h", "bots", 0.25),
+        ),
+    ],
+)
+def test_shared_state_is_a_url_or_a_dict(raw: Any, expected: SharedState | None) -> None:
+    """sharedState takes 'process', a Redis URL, or {url, namespace, timeout ms}: plain JSON."""
+    option = {} if raw is None else {"sharedState": json.loads(json.dumps(raw))}
+    settings = parse_settings(option, endpoints={}, default_on=True)
+    assert settings is not None
+    assert settings.shared_state == expected
 
 
 def test_clock_is_the_system_clock_unless_one_is_given() -> None:

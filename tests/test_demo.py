@@ -355,3 +355,29 @@ def test_dashboard_on_a_taken_port_exits_1_with_the_reason(
         f"python -m ccxt_breaker demo: cannot serve the dashboard on 127.0.0.1:{port}: "
         "Address already in use\n"
     )
+
+
+async def test_processes_demo_one_lockout_stops_every_bot(redis_url: str) -> None:
+    """--processes 3 --redis: the lockout answered to one bot opens every bot's keyed
+    circuits, and no keyed request reaches Kraken more than 100 ms after it."""
+    from ccxt_breaker.testing._demo_processes import run_processes_demo
+
+    out = io.StringIO()
+    summary = await run_processes_demo(3, redis_url, duration=4, pace=0.1, out=out)
+    assert summary["locked_out"]
+    assert summary["bots_opened"] == 3
+    assert summary["keyed_requests_later"] == 0
+    assert summary["refused_unsent"] > 0
+    text = out.getvalue()
+    assert "Kraken locks the key out" in text
+    assert re.search(r"bot \d  private  closed -> open \(limit named by the exchange\)", text)
+    assert len(re.findall(r"private  closed -> open \(.*\(shared\)\)", text)) == 2
+
+
+def test_processes_without_redis_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--processes needs --redis, and --redis needs --processes."""
+    for argv in (["demo", "--processes", "2"], ["demo", "--redis", "redis://h"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "--processes N (at least 1) and --redis URL go together" in capsys.readouterr().err

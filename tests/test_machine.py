@@ -391,6 +391,83 @@ def test_force_open_and_reset_from_every_state(where: str, old: CircuitState) ->
     assert m.failure_count == 0
 
 
+# --- states decided by another instance -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "old", "reopen_count"),
+    [("closed", CLOSED, 0), ("failing", CLOSED, 0), ("half_open", HALF_OPEN, 1)],
+)
+def test_adopt_open_enters_open_until_the_given_deadline(
+    where: str, old: CircuitState, reopen_count: int
+) -> None:
+    """A remote open opens a closed or half-open circuit until exactly its deadline."""
+    m = build(where)
+    permit = m.acquire()
+    assert act(m, m.adopt_open, 12.0, 99.0, False, "consecutive failures") == Transition(
+        old, OPEN, "consecutive failures"
+    )
+    assert (m.open_until, m.opened_at, m.forced, m.reopen_count) == (
+        99.0,
+        12.0,
+        False,
+        reopen_count,
+    )
+    assert m.refuses(98.0)
+    assert not m.refuses(99.0)
+    assert permit is not None
+    assert act(m, m.on_failure, permit, 13.0) is None
+
+
+def test_adopt_open_of_a_reopened_half_open_circuit_counts_one_more_reopen() -> None:
+    """A remote open of a circuit half-open after re-opens grows its count by one."""
+    m = half_open()
+    assert steps(m, "f", 10.0) == [Transition(HALF_OPEN, OPEN, "probe failed")]
+    assert act(m, m.poll, 1e6) == Transition(OPEN, HALF_OPEN, "open time elapsed")
+    act(m, m.adopt_open, 1e6, 2e6, False, "remote")
+    assert m.reopen_count == 2
+
+
+def test_adopt_open_of_an_open_circuit_never_shortens_it() -> None:
+    """An open circuit keeps its generation and the later deadline; forced sticks."""
+    m = opened()
+    assert act(m, m.adopt_open, 1.0, 50.0, False, "remote") is None
+    assert act(m, m.adopt_open, 1.0, 20.0, False, "remote") is None
+    assert (m.open_until, m.forced) == (50.0, False)
+    assert act(m, m.adopt_open, 1.0, 0.0, True, "remote") is None
+    assert act(m, m.adopt_open, 1.0, 0.0, False, "remote") is None
+    assert (m.forced, m.retry_after(1e9)) == (True, None)
+
+
+def test_adopt_open_forced_holds_until_reset() -> None:
+    """A remote force_open refuses here until a reset, whatever the time."""
+    m = Machine(BASE)
+    assert act(m, m.adopt_open, 0.0, 0.0, True, "forced open") == Transition(
+        CLOSED, OPEN, "forced open"
+    )
+    assert (m.refuses(1e9), act(m, m.poll, 1e9)) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("where", "old"), [("open", OPEN), ("half_open", HALF_OPEN), ("forced", OPEN)]
+)
+def test_adopt_close_closes_with_the_shared_run(where: str, old: CircuitState) -> None:
+    """A remote close (probes or reset) closes and takes the shared run of failures."""
+    m = build(where)
+    assert act(m, m.adopt_close, "probes succeeded", 0) == Transition(
+        old, CLOSED, "probes succeeded"
+    )
+    assert (m.failure_count, m.forced, m.reopen_count, m.in_flight) == (0, False, 0, 0)
+
+
+def test_adopt_close_of_a_closed_circuit_only_takes_the_run() -> None:
+    """A closed circuit takes the shared run, with no transition; the run then opens it."""
+    m = Machine(BASE)
+    assert act(m, m.adopt_close, "remote", 2) is None
+    assert m.failure_count == 2
+    assert steps(m, "f") == [Transition(CLOSED, OPEN, "consecutive failures")]
+
+
 # --- the sliding windows ------------------------------------------------------------
 
 

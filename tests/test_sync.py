@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 import threading
@@ -77,6 +78,7 @@ def test_the_sync_class_is_a_drop_in_for_ccxt_kraken(served: Simulator) -> None:
     exchange = sync_kraken(served)
     plain = ccxt.kraken({**served.sim.ccxt_config(), "enableRateLimit": False})
     assert isinstance(exchange, ccxt.kraken)
+    assert not inspect.iscoroutinefunction(getattr(exchange, "close", None))  # sync, as ccxt's
     assert exchange.fetch_time() == plain.fetch_time()
     assert exchange.fetch_balance()["total"] == plain.fetch_balance()["total"]
     breakers = exchange.circuit_breakers
@@ -295,6 +297,18 @@ def test_steering_from_another_thread_is_seen_by_the_calling_threads(served: Sim
     closer.join()
     assert exchange.create_order("BTC/USD", "limit", "buy", 0.001, 20_000)["id"]
     assert served.run(lambda: served.sim.count("AddOrder")) == 1
+
+
+def test_shared_state_on_a_sync_client_is_refused_at_construction() -> None:
+    """sharedState is not supported on sync ccxt yet: building one with it fails, saying so."""
+    with pytest.raises(ValueError, match=r"\['sharedState'\] is not supported on sync ccxt"):
+        ccxt_breaker.sync.kraken({"options": {"circuitBreaker": {"sharedState": "process"}}})
+    ccxt_breaker.install()
+    try:
+        with pytest.raises(ValueError, match="not supported on sync ccxt"):
+            ccxt.kraken({"options": {"circuitBreaker": {"sharedState": "process"}}})
+    finally:
+        ccxt_breaker.uninstall()
 
 
 # --- install() and the mixin ------------------------------------------------------------
