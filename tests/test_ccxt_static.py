@@ -1,7 +1,9 @@
 """ccxt's own static request/response tests for Kraken, run against ccxt_breaker's classes.
 
-The harness and the way it is hooked are described in ccxt_static/run_static.py. Every case
-is run once per class. A case passes when:
+The harnesses and the way they are hooked are described in ccxt_static/run_static.py. Every
+case is run once per class: ccxt's async harness for ``ccxt_breaker.kraken`` and
+``ccxt_breaker.pro.kraken``, its sync harness for ``ccxt_breaker.sync.kraken``, each beside
+the stock ccxt class of the same flavour. A case passes when:
 
 * ccxt's own assertion passes for ccxt_breaker's class, and for stock ccxt as a sanity
   check. This applies to every case not listed in ccxt_static/known_stale.json;
@@ -17,7 +19,6 @@ reason shown. It is still judged by the differential test.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import pprint
 import sys
@@ -31,6 +32,7 @@ import pytest
 
 from ccxt_breaker import kraken
 from ccxt_breaker.pro import kraken as pro_kraken
+from ccxt_breaker.sync import kraken as sync_kraken
 
 
 def _load_runner() -> Any:
@@ -48,10 +50,12 @@ def _load_runner() -> Any:
 
 rs = _load_runner()
 
-# (stock class, ccxt_breaker class) per flavour
+# (stock class, ccxt_breaker class) per flavour; rs.outcomes_of runs a sync class through
+# ccxt's sync harness, the others through its async one
 FLAVOURS = {
     "async": (ccxt.async_support.kraken, kraken),
     "pro": (ccxt.pro.kraken, pro_kraken),
+    "sync": (ccxt.kraken, sync_kraken),
 }
 # Cases that ccxt's harness runs: the fixture's cases minus the one marked "disabled".
 EXPECTED_CASES = {"request": 35, "response": 15}
@@ -75,14 +79,10 @@ FIXTURE_CASES = [
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, dict[str, Any]]:
     """Every case run once per class: {flavour: {"stock": {key: Outcome}, "breaker": ...}}."""
-
-    async def run() -> dict[str, dict[str, Any]]:
-        return {
-            flavour: {"stock": await rs.run_all(stock), "breaker": await rs.run_all(breaker)}
-            for flavour, (stock, breaker) in FLAVOURS.items()
-        }
-
-    return asyncio.run(run())
+    return {
+        flavour: {"stock": rs.outcomes_of(stock), "breaker": rs.outcomes_of(breaker)}
+        for flavour, (stock, breaker) in FLAVOURS.items()
+    }
 
 
 def _outcome(outcomes: dict[str, dict[str, Any]], flavour: str, side: str, key: Any) -> Any:
@@ -123,10 +123,11 @@ def test_harness_runs_every_case(outcomes: dict[str, dict[str, Any]], flavour: s
 @pytest.mark.skipif(
     not ON_VETTED_CCXT, reason=f"known_stale.json was vetted on ccxt {VETTED_VERSION}"
 )
-def test_known_stale_list_is_exact(outcomes: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_known_stale_list_is_exact(outcomes: dict[str, dict[str, Any]], flavour: str) -> None:
     """On the vetted ccxt, stock ccxt fails ccxt's assertion on exactly the known-stale cases."""
-    failing = {key for key, o in outcomes["async"]["stock"].items() if not o.passed}
-    assert failing == STALE, f"stock ccxt failing: {sorted(map(str, failing))}"
+    failing = {key for key, o in outcomes[flavour]["stock"].items() if not o.passed}
+    assert failing == STALE, f"stock ccxt ({flavour}) failing: {sorted(map(str, failing))}"
 
 
 @pytest.mark.parametrize(("flavour", "key"), FIXTURE_CASES)

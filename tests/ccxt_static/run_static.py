@@ -1,13 +1,17 @@
 """Run ccxt's own static request/response tests for Kraken against a given exchange class.
 
-ccxt ships its static-test harness inside the wheel (``ccxt/test/tests_async.py`` and
-``tests_helpers.py``). This module imports that harness and calls it; it copies none of it.
-The fixtures it reads are ccxt's own (MIT, see SOURCE.md) and live beside this file under
-``ts/src/test/static/``.
+ccxt ships its static-test harness inside the wheel in two flavours, both built on
+``ccxt/test/tests_helpers.py``: ``tests_async.py`` for async classes (``ccxt.async_support``
+and ``ccxt.pro``) and ``tests_sync.py`` for sync ones (``ccxt``). ccxt generates the sync one
+from the async one: the same code, with plain functions where the async one has coroutines.
+This module imports both and calls them; it copies none of either. ``run_static`` and
+``run_all`` run the async harness, ``run_static_sync`` and ``run_all_sync`` the sync one, and
+``outcomes_of`` picks the one that fits a class. The fixtures they read are ccxt's own (MIT,
+see SOURCE.md) and live beside this file under ``ts/src/test/static/``.
 
-How the harness is hooked. These are all the changes:
+How a harness is hooked. These are all the changes, the same for both but where named:
 
-* ``init_exchange`` (a module global of ``tests_async``) is swapped, for the duration of one
+* ``init_exchange`` (a module global of the harness) is swapped, for the duration of one
   run, for a wrapper that builds the class under test when the harness asks for ``kraken``.
   Every other id (the harness also builds a bare ``Exchange`` for bookkeeping) goes to the
   original. The harness still passes its own offline config: fixture markets and currencies,
@@ -15,13 +19,23 @@ How the harness is hooked. These are all the changes:
   ``InvalidProxySettings`` after the request is built and before any socket is opened.
 * ``get_root_dir`` points the harness at the fixtures beside this file.
 * ``dump`` collects the harness's messages instead of printing them.
-* ``call_exchange_method_dynamically`` is wrapped. It records what the unified method
-  returned or raised, and the request the exchange built. The differential check uses this.
+* ``tests_helpers.IS_SYNCHRONOUS`` is set for the duration of one run: True for the sync
+  harness, False for the async one. It is what ccxt's own ``--sync`` flag sets. The sync
+  harness reads it through ``is_sync()`` to call the sync helper below, and
+  ``set_fetch_response`` reads it to install a plain-function stub instead of a coroutine.
+* The helper through which the harness calls each unified method is wrapped:
+  ``call_exchange_method_dynamically`` (a coroutine) in the async harness,
+  ``call_exchange_method_dynamically_sync`` in the sync one. The wrapper records what the
+  unified method returned or raised, and the request the exchange built. The differential
+  check uses this.
 * A subclass of the harness's ``testMainClass`` wraps ``test_request_statically`` and
   ``test_response_statically``, one call per fixture case, and turns the harness's failure
-  flag into a verdict for that case. The harness itself lets any exception other than
-  ``InvalidProxySettings`` escape from a request case, which ends the whole run. The wrapper
-  records that exception as the case's failure and goes on to the next case.
+  flag into a verdict for that case. It also wraps ``test_exchange_request_statically`` and
+  ``test_exchange_response_statically`` to note the fixture's case lists, which give each case
+  its index. The harness itself lets any exception other than ``InvalidProxySettings``
+  escape from a request case, which ends the whole run. The wrapper records that exception as
+  the case's failure and goes on to the next case. The wrappers are coroutines for the async
+  harness and plain functions for the sync one; ``_wrapped`` makes both from the same code.
 * The exchange instance's ``check_proxy_settings`` is wrapped to record its arguments. ccxt's
   base ``fetch`` calls it with the final url, method, headers and body, so this is what would
   have been sent, after any override of ``fetch`` in the class under test.
@@ -45,7 +59,7 @@ import copy
 import importlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,10 +137,26 @@ def known_stale_keys() -> set[CaseKey]:
     return {CaseKey(c["kind"], c["method"], c["index"]) for c in known_stale()["cases"]}
 
 
-def _import_harness() -> Any:
-    """Import ccxt's ``tests_async`` module from the installed ccxt package."""
+@dataclass(frozen=True)
+class Harness:
+    """One of ccxt's two static-test harnesses, as shipped in the wheel."""
+
+    module: str  # its module under ccxt/test/
+    call_helper: str  # the tests_helpers function it calls each unified method through
+    is_async: bool  # its test methods are coroutines
+    success: str  # what its closing line says when every case passed ([SYNC]: sync mode)
+
+
+ASYNC = Harness("tests_async", "call_exchange_method_dynamically", True, "[PY][TEST_SUCCESS]")
+SYNC = Harness(
+    "tests_sync", "call_exchange_method_dynamically_sync", False, "[PY][SYNC][TEST_SUCCESS]"
+)
+
+
+def _import_harness(name: str) -> Any:
+    """Import ccxt's ``tests_async`` or ``tests_sync`` module from the installed ccxt package."""
     test_dir = Path(ccxt.__file__).resolve().parent / "test"
-    loaded = sys.modules.get("tests_async")
+    loaded = sys.modules.get(name)
     if loaded is not None and Path(str(loaded.__file__)).resolve().parent == test_dir:
         return loaded
     # ccxt's harness is written to be run as a script from a ccxt checkout. On import,
@@ -135,14 +165,15 @@ def _import_harness() -> Any:
     # "site-packages" (its only use of that path), (4) appends to sys.path and (5) installs a
     # sys.excepthook that calls exit(). For the length of the import we put its directory on
     # sys.path and give it an empty argv and a neutral __file__; then we undo all of it.
+    # Both harnesses share that one tests_helpers, imported by whichever comes first.
     saved_path = list(sys.path)
     saved_hook = sys.excepthook
     saved_file = ccxt.async_support.__file__
     try:
         sys.path.insert(0, str(test_dir))
         ccxt.async_support.__file__ = "ccxt/async_support/__init__.py"
-        with mock.patch.object(sys, "argv", [str(test_dir / "tests_async.py")]):
-            return importlib.import_module("tests_async")
+        with mock.patch.object(sys, "argv", [str(test_dir / f"{name}.py")]):
+            return importlib.import_module(name)
     finally:
         ccxt.async_support.__file__ = saved_file
         sys.path[:] = saved_path
@@ -159,11 +190,39 @@ def _snapshot_request(exchange: Any) -> dict[str, Any]:
     )
 
 
+def _same(result: Any) -> Any:
+    return result
+
+
+def _wrapped(function: Any, around: Any, is_async: bool) -> Any:
+    """``function`` called inside ``with around(*args) as finish``, its result handed through
+    ``finish``: a coroutine function for the async harness, a plain one for the sync one.
+
+    Every hook around a harness function goes through this, so each hook is written once.
+    """
+    if is_async:
+
+        async def wrapped_coroutine(*args: Any, **kwargs: Any) -> Any:
+            with around(*args, **kwargs) as finish:
+                return finish(await function(*args, **kwargs))
+            return True  # reached when `around` recorded a case's exception: the harness's value
+
+        return wrapped_coroutine
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with around(*args, **kwargs) as finish:
+            return finish(function(*args, **kwargs))
+        return True  # as above
+
+    return wrapped
+
+
 class _Run:
     """State of one harness run: one kind against one exchange class."""
 
-    def __init__(self, harness: Any, exchange_class: type, kind: str) -> None:
+    def __init__(self, harness: Any, flavour: Harness, exchange_class: type, kind: str) -> None:
         self.harness = harness
+        self.flavour = flavour
         self.exchange_class = exchange_class
         self.kind = kind
         self.outcomes: list[Outcome] = []
@@ -197,19 +256,21 @@ class _Run:
 
         return init_exchange
 
-    def call_method(self, original: Any) -> Any:
-        async def call_exchange_method_dynamically(exchange: Any, method: str, args: Any) -> Any:
-            try:
-                result = await original(exchange, method, args)
-            except Exception as e:
-                self.call = ("raised", type(e).__name__, str(e))
-                self.request = _snapshot_request(exchange)
-                raise
+    @contextlib.contextmanager
+    def recording(self, exchange: Any, method: str, args: Any) -> Iterator[Any]:
+        """Around one unified call: record what it returned or raised, and the request."""
+
+        def returned(result: Any) -> Any:
             self.call = ("returned", copy.deepcopy(result))
             self.request = _snapshot_request(exchange)
             return result
 
-        return call_exchange_method_dynamically
+        try:
+            yield returned
+        except Exception as e:
+            self.call = ("raised", type(e).__name__, str(e))
+            self.request = _snapshot_request(exchange)
+            raise
 
     def dump(self, *args: Any) -> None:
         self.messages.append(" ".join(str(a) for a in args))
@@ -217,20 +278,25 @@ class _Run:
     @contextlib.contextmanager
     def hooked(self) -> Iterator[None]:
         h = self.harness
+        helpers = sys.modules[h.is_sync.__module__]  # tests_helpers, shared by both harnesses
+        call_helper = getattr(h, self.flavour.call_helper)
         with (
             mock.patch.object(h, "init_exchange", self.init_exchange(h.init_exchange)),
             mock.patch.object(
                 h,
-                "call_exchange_method_dynamically",
-                self.call_method(h.call_exchange_method_dynamically),
+                self.flavour.call_helper,
+                _wrapped(call_helper, self.recording, self.flavour.is_async),
             ),
             mock.patch.object(h, "get_root_dir", return_value=str(HERE) + "/"),
             mock.patch.object(h, "dump", self.dump),
+            # what ccxt's own --sync flag sets when tests_helpers parses it
+            mock.patch.object(helpers, "IS_SYNCHRONOUS", not self.flavour.is_async),
         ):
             yield
 
-    async def case(self, run_case: Any, method: str, data: dict[str, Any]) -> Any:
-        """Run one case through the harness and record its verdict."""
+    @contextlib.contextmanager
+    def judging(self, method: str, data: dict[str, Any]) -> Iterator[Any]:
+        """Around one case run through the harness: record its verdict."""
         flag = f"{self.kind}_tests_failed"
         index = next((i for i, c in enumerate(self.methods[method]) if c is data), None)
         if index is None:
@@ -240,10 +306,9 @@ class _Run:
         first_message = len(self.messages)
         escaped = ""
         try:
-            result = await run_case()
+            yield _same
         except Exception as e:
             # The harness would end the whole run here; record the case as failed instead.
-            result = True
             escaped = self.harness.exception_message(e)
         failed = bool(escaped) or getattr(self.tester, flag)
         # Cleared again so that the harness's end-of-run check (exit_script(1) on any failure)
@@ -261,92 +326,145 @@ class _Run:
                 sent=self.sent,
             )
         )
-        return result
 
 
-def _tester_class(harness: Any) -> type:
+# What the Tester does around four of the harness's methods; each gets the harness's own
+# arguments (the test object first) and is a context manager yielding a `finish` function.
+
+
+@contextlib.contextmanager
+def _reading_fixture(
+    tester: Any, exchange_name: str, exchange_data: Any, *rest: Any
+) -> Iterator[Any]:
+    tester.run.methods = exchange_data["methods"]
+    yield _same
+
+
+def _judging_request(tester: Any, exchange: Any, method: str, data: Any, *rest: Any) -> Any:
+    return tester.run.judging(method, data)
+
+
+def _judging_response(
+    tester: Any, exchange: Any, method: str, skip_keys: Any, data: Any, *rest: Any
+) -> Any:
+    return tester.run.judging(method, data)
+
+
+_TESTER_HOOKS = {
+    "test_exchange_request_statically": _reading_fixture,
+    "test_exchange_response_statically": _reading_fixture,
+    "test_request_statically": _judging_request,  # one call per request case
+    "test_response_statically": _judging_response,  # one call per response case
+}
+
+
+def _tester_class(harness: Any, is_async: bool) -> type:
     """A subclass of ccxt's ``testMainClass`` that reports a verdict per case."""
+    base = harness.testMainClass
 
-    class Tester(harness.testMainClass):  # type: ignore[misc]
-        def __init__(self, run: _Run) -> None:
-            self.run = run
-            run.tester = self
-            self.parse_cli_args_and_props()
+    def __init__(self: Any, run: _Run) -> None:
+        self.run = run
+        run.tester = self
+        self.parse_cli_args_and_props()
 
-        async def test_exchange_request_statically(
-            self, exchange_name: str, exchange_data: Any, *args: Any, **kwargs: Any
-        ) -> Any:
-            self.run.methods = exchange_data["methods"]
-            return await super().test_exchange_request_statically(
-                exchange_name, exchange_data, *args, **kwargs
-            )
+    namespace = {
+        name: _wrapped(getattr(base, name), around, is_async)
+        for name, around in _TESTER_HOOKS.items()
+    }
+    return type("Tester", (base,), {"__init__": __init__, **namespace})
 
-        async def test_exchange_response_statically(
-            self, exchange_name: str, exchange_data: Any, *args: Any, **kwargs: Any
-        ) -> Any:
-            self.run.methods = exchange_data["methods"]
-            return await super().test_exchange_response_statically(
-                exchange_name, exchange_data, *args, **kwargs
-            )
 
-        async def test_request_statically(
-            self, exchange: Any, method: str, data: Any, *args: Any
-        ) -> Any:
-            parent = super().test_request_statically
-            return await self.run.case(lambda: parent(exchange, method, data, *args), method, data)
-
-        async def test_response_statically(
-            self, exchange: Any, method: str, skip_keys: Any, data: Any, *args: Any
-        ) -> Any:
-            parent = super().test_response_statically
-            return await self.run.case(
-                lambda: parent(exchange, method, skip_keys, data, *args), method, data
-            )
-
-    return Tester
+@contextlib.contextmanager
+def _running(exchange_class: type, kind: str, flavour: Harness) -> Iterator[_Run]:
+    """A hooked run of one harness; the caller runs the harness's static tests in it."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if issubclass(exchange_class, ccxt.async_support.Exchange) != flavour.is_async:
+        raise TypeError(f"ccxt's {flavour.module} harness cannot run {exchange_class}")
+    harness = _import_harness(flavour.module)
+    run = _Run(harness, flavour, exchange_class, kind)
+    _tester_class(harness, flavour.is_async)(run)
+    with run.hooked():
+        try:
+            yield run
+        # exit_script(1) after a failure outside any case; the sync harness lets an exception
+        # outside any case escape where the async one catches it around its gather.
+        except (SystemExit, Exception) as e:
+            raise RuntimeError(
+                f"ccxt's static {kind} harness ({flavour.module}) failed outside any case:\n"
+                + "\n".join(run.messages)
+            ) from e
+    if not any(flavour.success in m for m in run.messages):
+        raise RuntimeError(
+            f"ccxt's static {kind} harness ({flavour.module}) did not finish:\n"
+            + "\n".join(run.messages)
+        )
 
 
 async def run_static(exchange_class: type, kind: str) -> list[Outcome]:
-    """Run ccxt's static ``kind`` tests for Kraken against ``exchange_class``; one Outcome a case.
+    """Run ccxt's async static ``kind`` tests for Kraken against the async or pro
+    ``exchange_class``; one Outcome a case.
 
     Raises RuntimeError if the harness itself fails outside any case.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    harness = _import_harness()
-    run = _Run(harness, exchange_class, kind)
-    tester = _tester_class(harness)(run)
-    with run.hooked():
+    with _running(exchange_class, kind, ASYNC) as run:
         try:
-            await tester.run_static_tests(kind, EXCHANGE_ID)
-        except SystemExit as e:  # exit_script(1) after a failure outside any case
-            raise RuntimeError(
-                f"ccxt's static {kind} harness exited with {e.code}:\n" + "\n".join(run.messages)
-            ) from e
+            await run.tester.run_static_tests(kind, EXCHANGE_ID)
         finally:
             for exchange in run.exchanges:
                 await exchange.close()
-    if not any("[TEST_SUCCESS]" in m for m in run.messages):
-        raise RuntimeError(
-            f"ccxt's static {kind} harness did not finish:\n" + "\n".join(run.messages)
-        )
     return run.outcomes
 
 
-async def run_all(exchange_class: type) -> dict[CaseKey, Outcome]:
-    """Run both kinds against ``exchange_class``; outcomes keyed by case."""
+def run_static_sync(exchange_class: type, kind: str) -> list[Outcome]:
+    """Run ccxt's sync static ``kind`` tests for Kraken against the sync ``exchange_class``;
+    one Outcome a case.
+
+    Raises RuntimeError if the harness itself fails outside any case.
+    """
+    with _running(exchange_class, kind, SYNC) as run:
+        try:
+            run.tester.run_static_tests(kind, EXCHANGE_ID)
+        finally:
+            for exchange in run.exchanges:
+                if hasattr(exchange, "close"):  # 4.5.0's sync Exchange has none
+                    exchange.close()
+    return run.outcomes
+
+
+def _by_case(runs: Iterable[list[Outcome]]) -> dict[CaseKey, Outcome]:
     outcomes: dict[CaseKey, Outcome] = {}
-    for kind in KINDS:
-        for outcome in await run_static(exchange_class, kind):
+    for run in runs:
+        for outcome in run:
             if outcome.key in outcomes:
                 raise RuntimeError(f"the harness ran {outcome.key} twice")
             outcomes[outcome.key] = outcome
     return outcomes
 
 
-def main() -> int:
-    """Print one line per case for stock ``ccxt.async_support.kraken``; exit 1 on a failure."""
-    outcomes = asyncio.run(run_all(ccxt.async_support.kraken))
+async def run_all(exchange_class: type) -> dict[CaseKey, Outcome]:
+    """Run both kinds through ccxt's async harness; outcomes keyed by case."""
+    return _by_case([await run_static(exchange_class, kind) for kind in KINDS])
+
+
+def run_all_sync(exchange_class: type) -> dict[CaseKey, Outcome]:
+    """Run both kinds through ccxt's sync harness; outcomes keyed by case."""
+    return _by_case(run_static_sync(exchange_class, kind) for kind in KINDS)
+
+
+def outcomes_of(exchange_class: type) -> dict[CaseKey, Outcome]:
+    """All cases for ``exchange_class`` through the harness that fits it: ccxt's sync one
+    for a sync ccxt class, else the async one (in an event loop of its own)."""
+    if issubclass(exchange_class, ccxt.async_support.Exchange):
+        return asyncio.run(run_all(exchange_class))
+    return run_all_sync(exchange_class)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per case for stock ``ccxt.async_support.kraken`` (or, with ``--sync``,
+    ``ccxt.kraken``); exit 1 on an unexpected failure."""
+    sync = "--sync" in (sys.argv[1:] if argv is None else argv)
+    outcomes = outcomes_of(ccxt.kraken if sync else ccxt.async_support.kraken)
     stale = known_stale_keys()
     bad = 0
     for key, outcome in sorted(outcomes.items()):
