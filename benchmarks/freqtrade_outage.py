@@ -28,6 +28,7 @@ import collections
 import concurrent.futures
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -303,6 +304,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="assert the claims (CI)")
     parser.add_argument("--keep", type=Path, help="keep freqtrade's logs in this directory")
     args = parser.parse_args()
+    # freqtrade runs in a directory of its own; abspath, not resolve: a venv's python is a
+    # symlink, and the venv is found through the link's path
+    args.python = os.path.abspath(args.python)
     # side by side: both outages start at the same second, on the same loaded machine
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = [
