@@ -1,6 +1,6 @@
 """The websocket seam: ccxt.pro's ``watch``/``watch_multiple`` per call; ``on_connected``,
 ``handle_message``, ``on_error``, ``on_close`` and ``ping`` per socket; ``authenticate``
-for the token.
+for the token; ``close`` for the sockets the user closes.
 
 * ``watch`` and ``watch_multiple`` run once per ``watch_*`` or ``*_ws`` call, before ccxt
   dials or sends.  A call that would dial, subscribe or send an order takes a permit
@@ -107,6 +107,14 @@ class _Socket:
         self.connected = False
         self.failed = False  # judged once: ccxt may report one failure several ways
         self.seen = 0.0  # the breakers' monotonic time of the latest frame
+
+    def end(self) -> None:
+        """Ended on purpose (by the server, cleanly, or by ``exchange.close()``): its calls
+        go back unjudged, and nothing it reports later is judged."""
+        self.failed = True
+        calls, self.calls = self.calls, []
+        for call in calls:
+            call.release()
 
     def prune(self) -> None:
         self.calls = [call for call in self.calls if not call.settled]
@@ -327,10 +335,7 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
     def on_close(self, client: Any, error: Any) -> Any:
         socket = _SOCKETS.get(client)
         if socket is not None and error in _CLEAN_CLOSE:
-            socket.failed = True  # ended on purpose: nothing to judge
-            for call in socket.calls:
-                call.release()
-            socket.calls.clear()
+            socket.end()
         else:
             self._ws_failed(client, ccxt.NetworkError(f"socket closed, code {error}"))
         return super().on_close(client, error)
@@ -351,6 +356,15 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
             # a working socket broke with no call in flight: still evidence of an outage
             hold = _Hold(breaker, "connect")
             hold.settle(FAILURE, summary)
+
+    async def close(self, *args: Any, **kwargs: Any) -> Any:
+        # ccxt reports the sockets it closes here as closed abnormally (1006), once its
+        # receive loop finds them closed: they are ended before that, so nothing is judged
+        for client in list((self.clients or {}).values()):
+            socket = _SOCKETS.get(client)
+            if socket is not None:
+                socket.end()
+        return await super().close(*args, **kwargs)
 
     def ping(self, client: Any) -> Any:
         socket = _SOCKETS.get(client)

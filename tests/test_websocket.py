@@ -233,6 +233,21 @@ async def test_abnormal_close_is_a_failure(pro: Any, wsim: KrakenSimulator) -> N
     assert breaker.snapshot()["successes"] == 1
 
 
+@pytest.mark.parametrize("closer", ["user", "server"])
+async def test_a_clean_close_is_no_failure(pro: Any, wsim: KrakenSimulator, closer: str) -> None:
+    """exchange.close() and a server's clean close (1000) count nothing against the socket."""
+    exchange = pro()
+    await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
+    await asyncio.wait_for(exchange.watch_balance(), WAIT)
+    if closer == "user":
+        await exchange.close()
+    else:
+        await wsim.websocket.close_all()
+    await asyncio.sleep(0.2)  # ccxt's receive loops notice the closed sockets
+    snapshot = exchange.circuit_breakers.snapshot()
+    assert [snapshot[g]["failures"] for g in ("ws-public", "ws-private")] == [0, 0]
+
+
 async def test_silent_socket_fails_after_ws_stale_after(
     pro: Any, wsim: KrakenSimulator, clock: FakeClock
 ) -> None:
