@@ -32,7 +32,7 @@ import ccxt
 from ._breaker import CircuitBreaker, Counters
 from ._errors import CircuitOpenError, Verdict, verdict
 from ._kraken import WS_ORDER_METHODS, is_ws_outage, named_limit, ws_endpoint, ws_group
-from ._machine import CLOSED
+from ._machine import CLOSED, HALF_OPEN
 
 __all__ = ["WebsocketMixin"]
 
@@ -295,12 +295,21 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
 
     def handle_message(self, client: Any, message: Any) -> Any:
         socket = _SOCKETS.get(client)
-        if socket is not None:
-            if not _is_pong(message):  # a pong shows the pipe is up, not that data flows
-                socket.seen = socket.breaker._clock.monotonic()
+        if socket is not None and not _is_pong(message):  # a pong: the pipe is up, no more
+            breaker = socket.breaker
+            now = socket.seen = breaker._clock.monotonic()
             req_id = _req_id(message) if socket.calls else None
             if req_id is not None:
                 self._ws_answer(socket, req_id, message)
+            elif (
+                breaker.state is HALF_OPEN
+                and not socket.failed
+                and not breaker._machine.refuses(now)
+            ):
+                # Reading a subscribed stream sends nothing, so it is no call: after the
+                # probe, the socket's own messages are the evidence that closes the
+                # circuit (successThreshold of them).
+                _Hold(breaker, "stream").settle(SUCCESS)
         return super().handle_message(client, message)
 
     def _ws_answer(self, socket: _Socket, req_id: str, message: Mapping[str, Any]) -> None:

@@ -384,6 +384,19 @@ async def test_half_open_admits_exactly_half_open_max_calls(
     assert exchange.circuit_breakers["ws-public"].state == "closed"
 
 
+async def test_a_probed_socket_closes_the_circuit_by_its_messages(
+    pro: Any, wsim: KrakenSimulator, clock: FakeClock
+) -> None:
+    """After one successful probe, a bot reading one stream sends nothing more: the
+    socket's own messages then count as the successes that close the circuit."""
+    exchange = pro(failureThreshold=2, successThreshold=3)
+    await _open_then_half_open(exchange, wsim, clock)
+    breaker = exchange.circuit_breakers["ws-public"]
+    await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
+    await until(lambda: breaker.state == "closed")
+    assert breaker.snapshot()["endpoints"]["stream"]["successes"] == 2
+
+
 async def test_failed_probe_reopens(pro: Any, wsim: KrakenSimulator, clock: FakeClock) -> None:
     """A half-open probe whose dial fails opens the circuit again."""
     exchange = pro(failureThreshold=2)
