@@ -130,6 +130,13 @@ class WebsocketKraken:
     def routes(self) -> list[web.RouteDef]:
         return [web.get(path, self._dial) for path in WS_PATHS]
 
+    def drop(self, group: str | None = None) -> None:
+        """Drop every open socket (of ``group``: ``ws-public`` or ``ws-private``) without a
+        close frame, as a network failure does."""
+        for conn in list(self.connections):
+            if group is None or conn.group == group:
+                conn.drop()
+
     async def close_all(self) -> None:
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
