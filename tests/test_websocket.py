@@ -170,11 +170,28 @@ async def test_failed_dials_open_ws_public_and_then_no_dial_is_made(
     assert exchange.circuit_breakers["public"].state == "closed"
 
 
+async def test_failed_private_dials_open_ws_private_alone(pro: Any, wsim: KrakenSimulator) -> None:
+    """Failed dials of the private socket open ws-private; public sockets and REST private
+    stay closed, and watch_balance is then refused before the token is even fetched."""
+    wsim.faults.add(Fault.http(503), endpoint="connect", group="ws-private")
+    exchange = pro(failureThreshold=2)
+    for _ in range(2):
+        await fail(exchange.watch_balance())
+    registry = exchange.circuit_breakers
+    states = {g: registry[g].state for g in ("ws-private", "ws-public", "private")}
+    assert states == {"ws-private": "open", "ws-public": "closed", "private": "closed"}
+    tokens = wsim.count("GetWebSocketsToken")
+    with pytest.raises(CircuitOpenError):
+        await exchange.watch_balance()
+    assert wsim.count("GetWebSocketsToken") == tokens
+    await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
+
+
 async def test_dial_timeout_is_a_failure(pro: Any, wsim: KrakenSimulator) -> None:
     """A handshake slower than ccxt's connectionTimeout counts as a ws-public failure."""
     wsim.faults.add(Fault.latency(2.0), endpoint="connect", group="ws-public")
-    exchange = pro(config={"options": {"ws": {"connectionTimeout": 300}}})
-    exchange.options["ws"] = {"connectionTimeout": 300}
+    exchange = pro()
+    exchange.options["ws"] = {"connectionTimeout": 300}  # ms: ccxt's own dial timeout
     await asyncio.wait_for(exchange.load_markets(), WAIT)
     error = await fail(exchange.watch_ticker("BTC/USD"))
     assert isinstance(error, ccxt.RequestTimeout)
