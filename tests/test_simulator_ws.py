@@ -217,3 +217,13 @@ async def test_control_api_adds_websocket_faults(
         rule = await response.json()
     assert rule["fault"] == {"kind": "ws_drop", "after": 3}
     assert rule["group"] == "ws-public"
+
+
+async def test_unserved_methods_are_answered_with_an_error(
+    wsim: KrakenSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A v2 method the simulator does not serve gets an error answer, not silence."""
+    async with session.ws_connect(wsim.ws_urls["privateV2"]) as ws:
+        await ws.send_json({"method": "amend_order", "params": {}, "req_id": 12})
+        answer = await next_json(ws, method="amend_order")
+        assert (answer["req_id"], answer["error"]) == (12, "EGeneral:Unknown method")

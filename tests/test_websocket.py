@@ -191,7 +191,8 @@ async def test_dial_timeout_is_a_failure(pro: Any, wsim: KrakenSimulator) -> Non
     """A handshake slower than ccxt's connectionTimeout counts as a ws-public failure."""
     wsim.faults.add(Fault.latency(2.0), endpoint="connect", group="ws-public")
     exchange = pro()
-    exchange.options["ws"] = {"connectionTimeout": 300}  # ms: ccxt's own dial timeout
+    # ccxt's own dial timeout, in ms; it waits whole seconds (int(ms / 1000)), so 1 s
+    exchange.options["ws"] = {"connectionTimeout": 1000}
     await asyncio.wait_for(exchange.load_markets(), WAIT)
     error = await fail(exchange.watch_ticker("BTC/USD"))
     assert isinstance(error, ccxt.RequestTimeout)

@@ -224,6 +224,8 @@ class WebsocketKraken:
             await self._subscribe(conn, message, req)
         elif conn.v2 and method in _ORDERS:
             await self._order(conn, method, message.get("params") or {}, req)
+        elif conn.v2 and isinstance(method, str):  # amend_order, batch_add, ...: not served
+            await conn.send(self._answer(conn, method, req, error="EGeneral:Unknown method"))
 
     def _answer(
         self, conn: Connection, method: str, req: Any, *, error: str | None = None, **result: Any
