@@ -227,3 +227,17 @@ async def test_unserved_methods_are_answered_with_an_error(
         await ws.send_json({"method": "amend_order", "params": {}, "req_id": 12})
         answer = await next_json(ws, method="amend_order")
         assert (answer["req_id"], answer["error"]) == (12, "EGeneral:Unknown method")
+
+
+async def test_control_api_counts_and_resets_dials(
+    wsim: KrakenSimulator, session: aiohttp.ClientSession
+) -> None:
+    """GET /_simulator/dials counts the dials per socket path; DELETE resets them."""
+    async with session.ws_connect(wsim.ws_urls["publicV2"]):
+        pass
+    async with session.get(wsim.control_url + "/dials") as response:
+        dials = (await response.json())["dials"]
+    assert dials == {"/ws/public": 0, "/ws/public/v2": 1, "/ws/private": 0, "/ws/private/v2": 0}
+    async with session.delete(wsim.control_url + "/dials") as response:
+        assert await response.json() == {"removed": 1}
+    assert wsim.dials() == 0

@@ -253,6 +253,10 @@ class KrakenSimulator:
             raise ValueError(f"not a websocket URL of this simulator: {url!r}")
         return counts.get(path, 0)
 
+    def reset_dials(self) -> None:
+        """Forget the websocket dials counted so far."""
+        self.websocket.dials.clear()
+
     @property
     def control_url(self) -> str:
         """The control API's base URL, :attr:`url` + ``/_simulator``."""
@@ -431,6 +435,8 @@ class KrakenSimulator:
             web.put(f"{CONTROL_PATH}/status", self._set_status),
             web.get(f"{CONTROL_PATH}/requests", self._list_requests),
             web.delete(f"{CONTROL_PATH}/requests", self._reset_requests),
+            web.get(f"{CONTROL_PATH}/dials", self._list_dials),
+            web.delete(f"{CONTROL_PATH}/dials", self._reset_dials),
         ]
 
     def _active_rules(self) -> list[FaultRule]:
@@ -503,6 +509,14 @@ class KrakenSimulator:
             if (endpoint is None or r.endpoint == endpoint) and (group is None or r.group == group)
         ]
         return web.json_response({"requests": records})
+
+    async def _list_dials(self, request: web.Request) -> web.Response:
+        return web.json_response({"dials": {p: self.websocket.dials.get(p, 0) for p in WS_PATHS}})
+
+    async def _reset_dials(self, request: web.Request) -> web.Response:
+        removed = self.dials()
+        self.reset_dials()
+        return web.json_response({"removed": removed})
 
     async def _reset_requests(self, request: web.Request) -> web.Response:
         removed = len(self._log)
