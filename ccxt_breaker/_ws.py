@@ -23,6 +23,7 @@ ccxt's clients or into the exchange; every ccxt method is reached through ``supe
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,16 @@ else:
 class WebsocketMixin(_Base):  # type: ignore[misc]
     """Circuit breakers for ccxt.pro Kraken's websocket calls; comes before the ccxt.pro
     class in the bases, beside :class:`~ccxt_breaker._hook.BreakerMixin`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        pro = getattr(sys.modules.get("ccxt.pro.kraken"), "kraken", None)
+        if pro not in mro or mro.index(WebsocketMixin) > mro.index(pro):
+            raise TypeError(
+                f"{cls.__name__}: WebsocketMixin must come before ccxt.pro.kraken in the "
+                "bases, or ccxt.pro's own handle_message and authenticate hide the hook"
+            )
 
     # --- per call --------------------------------------------------------------------
 

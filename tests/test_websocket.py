@@ -519,3 +519,12 @@ async def test_install_guards_ccxt_pro_websocket_calls(pro: Any, wsim: KrakenSim
     with pytest.raises(CircuitOpenError):
         await exchange.watch_trades("BTC/USD")
     assert public_dials(wsim) == 1
+
+
+def test_the_websocket_hook_must_come_before_ccxt_pro() -> None:
+    """A class that puts the websocket hook after ccxt.pro.kraken is refused at once."""
+    from ccxt_breaker._hook import BreakerMixin
+    from ccxt_breaker._ws import WebsocketMixin
+
+    with pytest.raises(TypeError, match=r"must come before ccxt\.pro\.kraken"):
+        type("Late", (BreakerMixin, ccxt.pro.kraken, WebsocketMixin), {})
