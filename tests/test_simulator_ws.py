@@ -112,6 +112,15 @@ async def test_v1_sockets_answer_subscription_status(
         await ws.send_json({**request, "reqid": 5})
         status = await next_json(ws, event="subscriptionStatus")
         assert (status["reqid"], status["status"], status["pair"]) == (5, "subscribed", "XBT/USD")
+        assert status["channelName"] == "ohlc-1"
+        frame = await asyncio.wait_for(ws.receive(), WAIT)
+        channel_id, candle, name, pair = json.loads(frame.data)
+        assert (channel_id, name, pair, len(candle)) == (
+            status["channelID"],
+            "ohlc-1",
+            "XBT/USD",
+            9,
+        )
     async with session.ws_connect(wsim.ws_urls["private"]) as ws:
         subscription = {"name": "openOrders", "token": await token(wsim)}
         await ws.send_json({"event": "subscribe", "subscription": subscription, "reqid": 6})

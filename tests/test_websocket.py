@@ -134,6 +134,21 @@ async def test_connect_and_subscription_is_a_success(pro: Any, wsim: KrakenSimul
     assert snapshot["endpoints"]["ticker"]["successes"] == 1
 
 
+async def test_ohlcv_and_orders_stream_whichever_socket_ccxt_uses(
+    pro: Any, wsim: KrakenSimulator
+) -> None:
+    """watch_ohlcv and watch_orders deliver on the socket this ccxt uses for them (v2 in
+    4.5.90, v1 before), each counted as one success of its group."""
+    exchange = pro()
+    await asyncio.wait_for(exchange.create_order("BTC/USD", "limit", "buy", 0.01, 40000), WAIT)
+    candles = await asyncio.wait_for(exchange.watch_ohlcv("BTC/USD"), WAIT)
+    orders = await asyncio.wait_for(exchange.watch_orders(), WAIT)
+    assert candles[-1][4] == 50000.0
+    assert [order["id"] for order in orders] == [o.txid for o in wsim.orders()]
+    snapshot = exchange.circuit_breakers.snapshot()
+    assert (snapshot["ws-public"]["successes"], snapshot["ws-private"]["successes"]) == (1, 1)
+
+
 async def test_reading_a_subscribed_stream_is_not_a_call(pro: Any) -> None:
     """Later updates of a subscribed stream take no permit and count nothing."""
     exchange = pro()

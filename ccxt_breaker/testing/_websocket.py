@@ -4,8 +4,9 @@ simulator's own aiohttp server beside the REST API.
 Four paths stand for Kraken's four sockets: ``/ws/public`` (``wss://ws.kraken.com``),
 ``/ws/public/v2``, ``/ws/private`` (``wss://ws-auth.kraken.com``) and ``/ws/private/v2``.
 They serve the channels ccxt.pro subscribes to (v2: ticker, book, trade, ohlc,
-executions, balances; v1: the same public ones, openOrders and ownTrades), order entry
-over the v2 private socket (add_order, cancel_order, cancel_all), pings and heartbeats.
+executions, balances; v1, where ccxt before 4.5.90 watches OHLC and orders: ohlc,
+openOrders, ownTrades), order entry over the v2 private socket (add_order, cancel_order,
+cancel_all), pings and heartbeats.
 Private channels and orders need a token from the simulator's ``GetWebSocketsToken``.
 
 Faults come from the simulator's one script, scoped by group (``ws-public``,
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from ._state import ASSETS, MARKETS, Account, KrakenError, Market
+from ._state import ASSETS, MARKETS, Account, KrakenError, Market, Order
 
 if TYPE_CHECKING:
     from ._faults import Fault
@@ -44,7 +45,10 @@ WS_PATHS = {
     "/ws/private/v2": ("ws-private", True),
 }
 _PUBLIC = ("ticker", "book", "trade", "ohlc")
-_PRIVATE = ("executions", "balances", "openOrders", "ownTrades")
+_PRIVATE = ("executions", "balances")
+# the v1 channels ccxt.pro uses (ccxt before 4.5.90 watches OHLC and orders on v1)
+_V1_PUBLIC = ("ohlc",)
+_V1_PRIVATE = ("openOrders", "ownTrades")
 _ORDERS = ("add_order", "cancel_order", "cancel_all")
 _DEPTHS = (10, 25, 100, 500, 1000)
 _channel_ids = itertools.count(100)
@@ -81,6 +85,7 @@ class Connection:
     # channel -> symbols (public) or [None] (private), with v1 channel ids
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
     channel_ids: dict[tuple[str, Any], int] = field(default_factory=dict)
+    interval: int = 1  # minutes of a v1 ohlc subscription
 
     @property
     def silent(self) -> bool:
@@ -275,13 +280,14 @@ class WebsocketKraken:
         if error is None:
             error = self._check(conn, channel, symbols, params, token)
         if error is not None:
-            await conn.send(self._sub_answer(conn, channel, symbols[0], req, error))
+            await conn.send(self._sub_answer(conn, channel, symbols[0], req, error, {}))
             return
+        echo = {k: v for k, v in params.items() if k != "token"}  # v1 echoes its request
         for symbol in symbols:
             conn.subscriptions.setdefault(channel, [])
             if symbol not in conn.subscriptions[channel]:
                 conn.subscriptions[channel].append(symbol)
-            await conn.send(self._sub_answer(conn, channel, symbol, req, None))
+            await conn.send(self._sub_answer(conn, channel, symbol, req, None, echo))
             await conn.send(self._data(conn, channel, symbol, "snapshot"))
 
     def _check(
@@ -289,7 +295,12 @@ class WebsocketKraken:
     ) -> str | None:
         """The caller's mistakes, answered as Kraken words them."""
         private = conn.group == "ws-private"
-        if channel not in (_PRIVATE if private else _PUBLIC):
+        served = (
+            (_PRIVATE if private else _PUBLIC)
+            if conn.v2
+            else (_V1_PRIVATE if private else _V1_PUBLIC)
+        )
+        if channel not in served:
             return "Subscription name invalid"
         if private:
             key = self._tokens.get(token) if isinstance(token, str) else None
@@ -305,10 +316,18 @@ class WebsocketKraken:
         depth = params.get("depth")
         if channel == "book" and depth is not None and depth not in _DEPTHS:
             return "Subscription depth not supported"
+        if not conn.v2 and channel == "ohlc":
+            conn.interval = int(params.get("interval") or 1)
         return None
 
     def _sub_answer(
-        self, conn: Connection, channel: Any, symbol: Any, req: Any, error: str | None
+        self,
+        conn: Connection,
+        channel: str,
+        symbol: Any,
+        req: Any,
+        error: str | None,
+        echo: dict[str, Any],
     ) -> dict[str, Any]:
         if conn.v2:
             result = (
@@ -319,28 +338,26 @@ class WebsocketKraken:
             "event": "subscriptionStatus",
             "reqid": req,
             "status": "error" if error else "subscribed",
-            "subscription": {"name": channel},
+            "subscription": {**echo, "name": channel},
         }
         if symbol is not None:
             status["pair"] = symbol
         if error:
             status["errorMessage"] = error
         else:
-            status["channelName"] = channel
-            status["channelID"] = conn.channel_ids.setdefault(
-                (str(channel), symbol), next(_channel_ids)
-            )
+            status["channelName"] = f"ohlc-{conn.interval}" if channel == "ohlc" else channel
+            status["channelID"] = conn.channel_ids.setdefault((channel, symbol), next(_channel_ids))
         return status
 
     # -- data out --------------------------------------------------------------------
 
     def _data(self, conn: Connection, channel: str, symbol: Any, kind: str) -> Any:
         wall = self._wall_clock()
-        if channel in ("executions", "openOrders", "ownTrades"):
+        if not conn.v2:
+            return self._v1_data(conn, channel, symbol, wall)
+        if channel == "executions":
             orders = self._orders(conn)
-            if conn.v2:
-                return {"channel": "executions", "type": kind, "data": orders, "sequence": 1}
-            return [[{o["order_id"]: o} for o in orders], channel, {"sequence": 1}]
+            return {"channel": "executions", "type": kind, "data": orders, "sequence": 1}
         if channel == "balances":
             return {"channel": "balances", "type": kind, "data": self._balances(conn)}
         market = _market(symbol)
@@ -395,10 +412,23 @@ class WebsocketKraken:
                 "interval": 1,
                 "timestamp": _stamp(begin + 60),
             }
-        if conn.v2:
-            return {"channel": channel, "type": kind, "data": [payload]}
+        return {"channel": channel, "type": kind, "data": [payload]}
+
+    def _v1_data(self, conn: Connection, channel: str, symbol: Any, wall: float) -> Any:
+        """Kraken's v1 arrays: ``[channelID, candle, "ohlc-1", pair]`` and
+        ``[[{txid: order}], "openOrders", {"sequence": n}]``."""
+        if channel == "openOrders":
+            orders = self._account(conn.key).orders.values() if conn.key else ()
+            return [[{o.txid: _v1_order(o)} for o in orders], channel, {"sequence": 1}]
+        if channel == "ownTrades":
+            return [[], channel, {"sequence": 1}]
+        market = _market(symbol)
+        mid, tick, step = market.mid, market.tick, conn.interval * 60
+        end = (int(wall) // step + 1) * step
+        prices = [mid, mid + tick, mid - tick, mid, mid]  # open, high, low, close, vwap
+        candle = [f"{wall:.6f}", f"{end:.6f}", *map(market.price, prices), "1.50000000", 3]
         channel_id = conn.channel_ids.get((channel, symbol), 0)
-        return [channel_id, payload, channel, symbol]
+        return [channel_id, candle, f"ohlc-{conn.interval}", symbol]
 
     def _orders(self, conn: Connection) -> list[dict[str, Any]]:
         if conn.key is None:
@@ -474,6 +504,13 @@ class WebsocketKraken:
                 account.cancel({"txid": str(txid)}, now)
             return {"order_id": ids[0] if ids else None}
         return account.cancel_all(now)
+
+
+def _v1_order(order: Order) -> dict[str, Any]:
+    # the REST order, with the pair named as the v1 socket names it (XBT/USD)
+    info = order.to_kraken()
+    info["descr"] = {**info["descr"], "pair": order.market.wsname}
+    return info
 
 
 def _fault_message(fault: Fault) -> str | None:
