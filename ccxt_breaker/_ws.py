@@ -14,6 +14,10 @@ for the token; ``close`` for the sockets the user closes.
   failed dial, an abnormal close) and ``ping``, which ccxt calls every ``keepAlive``
   and which fails a socket silent for longer than ``wsStaleAfter``.  The future that
   ``watch`` returns settles what is left: cancelled, the permits go back unjudged.
+* While half-open, a socket's own messages count as probe successes: a bot reading one
+  stream sends nothing after its probe, so nothing else would close the circuit.
+* ``close`` ends the exchange's sockets before ccxt closes them, since ccxt reports a
+  socket it closed itself as closed abnormally (1006).
 * ``authenticate`` (``GetWebSocketsToken``, a REST call the REST seam guards as well)
   is refused while ``ws-private`` is open, and its failure counts against it.
 
