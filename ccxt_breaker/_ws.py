@@ -14,8 +14,9 @@ for the token; ``close`` for the sockets the user closes.
   failed dial, an abnormal close) and ``ping``, which ccxt calls every ``keepAlive``
   and which fails a socket silent for longer than ``wsStaleAfter``.  The future that
   ``watch`` returns settles what is left: cancelled, the permits go back unjudged.
-* While half-open, a socket's own messages count as probe successes: a bot reading one
-  stream sends nothing after its probe, so nothing else would close the circuit.
+* While half-open, the messages of the socket the probe dialed count as probe
+  successes: a bot reading one stream sends nothing after its probe, so nothing else
+  would close the circuit.
 * ``close`` ends the exchange's sockets before ccxt closes them, since ccxt reports a
   socket it closed itself as closed abnormally (1006).
 * ``authenticate`` (``GetWebSocketsToken``, a REST call the REST seam guards as well)
@@ -104,12 +105,13 @@ class _Call:
 class _Socket:
     """What the breakers know of one ccxt client (one URL's socket)."""
 
-    __slots__ = ("__weakref__", "breaker", "calls", "connected", "failed", "seen")
+    __slots__ = ("__weakref__", "breaker", "calls", "connected", "failed", "generation", "seen")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
         self.calls: list[_Call] = []  # unsettled, oldest first
         self.connected = False
+        self.generation = -1  # the breaker's generation when the socket connected
         self.failed = False  # judged once: ccxt may report one failure several ways
         self.seen = 0.0  # the breakers' monotonic time of the latest frame
 
@@ -302,6 +304,7 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
         socket = _SOCKETS.get(client)
         if socket is not None:
             socket.connected = True
+            socket.generation = socket.breaker._machine.generation
             socket.seen = socket.breaker._clock.monotonic()
             for call in socket.calls:
                 call.connected()
@@ -318,12 +321,14 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
                 self._ws_answer(socket, req_id, message)
             elif (
                 breaker.state is HALF_OPEN
+                and socket.generation == breaker._machine.generation
                 and not socket.failed
                 and not breaker._machine.refuses(now)
             ):
                 # Reading a subscribed stream sends nothing, so it is no call: after the
-                # probe, the socket's own messages are the evidence that closes the
-                # circuit (successThreshold of them).
+                # probe, the socket it dialed (only that one: an older socket of the
+                # group, on another URL, proves nothing of it) counts its messages as the
+                # evidence that closes the circuit (successThreshold of them).
                 _Hold(breaker, "stream").settle(SUCCESS)
         return super().handle_message(client, message)
 

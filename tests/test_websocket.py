@@ -430,6 +430,21 @@ async def test_a_probed_socket_closes_the_circuit_by_its_messages(
     assert breaker.snapshot()["endpoints"]["stream"]["successes"] == 2
 
 
+async def test_an_older_sockets_messages_do_not_close_the_circuit(
+    pro: Any, clock: FakeClock
+) -> None:
+    """Only the socket a probe dialed counts its messages in half-open: one that was up
+    before the circuit opened proves nothing of the dials that failed."""
+    exchange = pro(successThreshold=3)
+    breaker = exchange.circuit_breakers["ws-public"]
+    await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
+    breaker._trip(1.0, {"type": "Test", "message": "failed dials elsewhere"})
+    clock.advance(60)
+    await asyncio.wait_for(exchange.watch_ticker("ETH/USD"), WAIT)  # the probe: one success
+    await asyncio.sleep(0.2)  # about ten heartbeats of the older socket
+    assert (breaker.state, breaker.snapshot()["success_count"]) == ("half_open", 1)
+
+
 async def test_failed_probe_reopens(pro: Any, wsim: KrakenSimulator, clock: FakeClock) -> None:
     """A half-open probe whose dial fails opens the circuit again."""
     exchange = pro(failureThreshold=2)
