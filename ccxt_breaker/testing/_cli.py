@@ -61,7 +61,8 @@ A fault SPEC is a kind, its value if it has one, and options:
 
   where:   --endpoint NAME (Kraken's: Ticker, AddOrder; on the sockets: connect, the
            dial, or a channel or order method: ticker, add_order) and/or
-           --group {"|".join((*GROUPS, *WS_GROUPS))}; neither: every request
+           --group {"|".join(GROUPS)}
+           (or, on the sockets, {"|".join(WS_GROUPS)}); neither: every request
   lasting: --times N (faulted requests), --seconds S, --probability P [--seed N];
            none of them: until removed
   --header NAME:VALUE (repeatable) adds a response header to http and kraken_error.
