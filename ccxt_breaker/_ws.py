@@ -19,8 +19,8 @@ for the token; ``close`` for the sockets the user closes.
   would close the circuit.
 * ``close`` ends the exchange's sockets before ccxt closes them, since ccxt reports a
   socket it closed itself as closed abnormally (1006).
-* ``authenticate`` (``GetWebSocketsToken``, a REST call the REST seam guards as well)
-  is refused while ``ws-private`` is open, and its failure counts against it.
+* ``authenticate`` (``GetWebSocketsToken``, a REST call the REST seam guards as well):
+  its failure counts against ``ws-private`` too.
 
 Sockets are found by their ccxt client in a weak mapping, so nothing is written into
 ccxt's clients or into the exchange; every ccxt method is reached through ``super()``.
@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from ._breaker import CircuitBreaker, Counters
+from ._breaker import CircuitBreaker
 from ._errors import CircuitOpenError, Verdict, verdict
 from ._kraken import WS_ORDER_METHODS, is_ws_outage, named_limit, ws_endpoint, ws_group
-from ._machine import CLOSED, HALF_OPEN
+from ._machine import HALF_OPEN
 
 __all__ = ["WebsocketMixin"]
 
@@ -128,6 +128,13 @@ class _Socket:
 
 
 _SOCKETS: weakref.WeakKeyDictionary[Any, _Socket] = weakref.WeakKeyDictionary()
+
+
+def _unattributed_failure(breaker: CircuitBreaker, endpoint: str, error: dict[str, str]) -> None:
+    """Count a failure that no call was waiting for, unless the circuit refuses calls
+    now anyway (open: it would add nothing)."""
+    if not breaker._machine.refuses(breaker._clock.monotonic()):
+        _Hold(breaker, endpoint).settle(FAILURE, error)
 
 
 def _req_id(message: Any) -> str | None:
@@ -381,10 +388,9 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
         calls, socket.calls = socket.calls, []
         for call in calls:
             call.socket_failed(breaker.group, summary)
-        if not calls and socket.connected and breaker.state is CLOSED:
+        if not calls and socket.connected:
             # a working socket broke with no call in flight: still evidence of an outage
-            hold = _Hold(breaker, "connect")
-            hold.settle(FAILURE, summary)
+            _unattributed_failure(breaker, "connect", summary)
 
     async def close(self, *args: Any, **kwargs: Any) -> Any:
         # ccxt reports the sockets it closes here as closed abnormally (1006), once its
@@ -410,22 +416,15 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
         return super().ping(client)
 
     async def authenticate(self, params: Any = {}) -> Any:  # noqa: B006  # ccxt's default
-        registry = self._circuit_breakers
-        breaker = None if registry is None else registry._breakers.get("ws-private")
-        if breaker is None:
-            return await super().authenticate(params)
-        counters: Counters = breaker._counters("GetWebSocketsToken")
-        permit = breaker._admit(counters, "GetWebSocketsToken")
+        # No permit is taken here: ccxt calls this before every private watch, cached
+        # token or not, and a read of a stream already subscribed must never be refused.
+        # An open ws-private refuses the watch call itself, before it dials.
         try:
-            token = await super().authenticate(params)
+            return await super().authenticate(params)
         except BaseException as exc:
-            if verdict(exc) is FAILURE:
-                started = breaker._begin(counters)
+            registry = self._circuit_breakers
+            breaker = None if registry is None else registry._breakers.get("ws-private")
+            if breaker is not None and verdict(exc) is FAILURE:
                 summary = self._ws_summary(breaker, type(exc).__name__, str(exc))
-                breaker._settle(permit, counters, started, FAILURE, summary)
-            else:
-                breaker._release(permit)
+                _unattributed_failure(breaker, "GetWebSocketsToken", summary)
             raise
-        # a token, or a cached one, says nothing of the socket: the watch call judges it
-        breaker._release(permit)
-        return token

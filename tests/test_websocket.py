@@ -187,7 +187,7 @@ async def test_failed_dials_open_ws_public_and_then_no_dial_is_made(
 
 async def test_failed_private_dials_open_ws_private_alone(pro: Any, wsim: KrakenSimulator) -> None:
     """Failed dials of the private socket open ws-private; public sockets and REST private
-    stay closed, and watch_balance is then refused before the token is even fetched."""
+    stay closed, and watch_balance is then refused before dialing."""
     wsim.faults.add(Fault.http(503), endpoint="connect", group="ws-private")
     exchange = pro(failureThreshold=2)
     for _ in range(2):
@@ -195,10 +195,10 @@ async def test_failed_private_dials_open_ws_private_alone(pro: Any, wsim: Kraken
     registry = exchange.circuit_breakers
     states = {g: registry[g].state for g in ("ws-private", "ws-public", "private")}
     assert states == {"ws-private": "open", "ws-public": "closed", "private": "closed"}
-    tokens = wsim.count("GetWebSocketsToken")
+    dials = wsim.dials(wsim.ws_urls["privateV2"])
     with pytest.raises(CircuitOpenError):
         await exchange.watch_balance()
-    assert wsim.count("GetWebSocketsToken") == tokens
+    assert wsim.dials(wsim.ws_urls["privateV2"]) == dials
     await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
 
 
@@ -347,6 +347,26 @@ async def test_websocket_rate_limit_opens_rest_trading(pro: Any, wsim: KrakenSim
     assert wsim.count("AddOrder") == 0
 
 
+async def test_private_stream_keeps_delivering_while_ws_private_is_open(
+    pro: Any, wsim: KrakenSimulator
+) -> None:
+    """watch_orders on a subscribed private stream is no call, even though ccxt asks for
+    the token each time: it keeps delivering while ws-private is forced open."""
+    exchange = pro()
+    await asyncio.wait_for(exchange.create_order("BTC/USD", "limit", "buy", 0.01, 40000), WAIT)
+    await asyncio.wait_for(exchange.watch_orders(), WAIT)
+    exchange.circuit_breakers["ws-private"].force_open()
+    update = asyncio.ensure_future(exchange.watch_orders())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(
+        exchange.create_order_ws("BTC/USD", "limit", "buy", 0.01, 41000), WAIT
+    )  # trading is closed, and the socket is up: no dial
+    orders = await asyncio.wait_for(update, WAIT)
+    assert len(orders) == 2
+    with pytest.raises(CircuitOpenError):
+        await exchange.watch_balance()  # a new subscription is refused
+
+
 async def test_open_trading_refuses_websocket_orders_unsent(
     pro: Any, wsim: KrakenSimulator
 ) -> None:
@@ -463,12 +483,14 @@ def in_flight(exchange: Any, group: str) -> int:
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "group", "call"),
+    ("endpoint", "group", "target"),
     [
-        pytest.param("connect", "ws-public", "ticker", id="during-the-dial"),
-        pytest.param("ticker", "ws-public", "ticker", id="awaiting-the-subscription"),
-        pytest.param("GetWebSocketsToken", None, "balance", id="fetching-the-token"),
-        pytest.param("connect", "ws-private", "balance", id="during-the-private-dial"),
+        pytest.param("connect", "ws-public", "ws-public", id="during-the-dial"),
+        pytest.param("ticker", "ws-public", "ws-public", id="awaiting-the-subscription"),
+        # the token is a REST call: the REST seam holds the private group's permit
+        pytest.param("GetWebSocketsToken", None, "private", id="fetching-the-token"),
+        pytest.param("connect", "ws-private", "ws-private", id="during-the-private-dial"),
+        pytest.param("balances", "ws-private", "ws-private", id="awaiting-the-private-answer"),
     ],
 )
 async def test_cancelled_watch_returns_its_permit(
@@ -477,20 +499,20 @@ async def test_cancelled_watch_returns_its_permit(
     clock: FakeClock,
     endpoint: str,
     group: str | None,
-    call: str,
+    target: str,
 ) -> None:
     """A watch call cancelled at each of its waits hands its half-open permit back, and
     counts nothing: the next call is admitted."""
     exchange = pro(failureThreshold=1, successThreshold=1)
     await asyncio.wait_for(exchange.load_markets(), WAIT)
-    target = "ws-public" if call == "ticker" else "ws-private"
     exchange.circuit_breakers[target].force_open()
     exchange.circuit_breakers[target].reset()
     exchange.circuit_breakers[target]._trip(1.0, {"type": "Test", "message": "test"})
     clock.advance(120)
     gate = Fault.hold()
     wsim.faults.add(gate, endpoint=endpoint, group=group)  # type: ignore[arg-type]
-    watch = exchange.watch_ticker("BTC/USD") if call == "ticker" else exchange.watch_balance()
+    public = target == "ws-public"
+    watch = exchange.watch_ticker("BTC/USD") if public else exchange.watch_balance()
     task = asyncio.ensure_future(watch)
     await until(lambda: in_flight(exchange, target) == 1)
     await asyncio.sleep(0.05)
@@ -498,7 +520,8 @@ async def test_cancelled_watch_returns_its_permit(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert in_flight(exchange, target) == 0
-    assert exchange.circuit_breakers[target].snapshot()["failures"] == 0
+    snapshot = exchange.circuit_breakers.snapshot()
+    assert [snapshot[g]["failures"] for g in ("ws-public", "ws-private", "private")] == [0, 0, 0]
     gate.release()
 
 
@@ -518,7 +541,7 @@ async def test_token_and_keys_never_reach_reports(
     breaker = exchange.circuit_breakers["ws-private"]
     await hang(exchange.watch_balance(), lambda: breaker.state == "open")
     with pytest.raises(CircuitOpenError) as refused:
-        await exchange.watch_balance()
+        await exchange.watch_orders()  # a new subscription (ccxt thinks balances subscribed)
     reports = [
         str(exchange.circuit_breakers.snapshot()),
         str(exchange.circuit_breakers.history()),
