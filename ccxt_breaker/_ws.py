@@ -28,9 +28,11 @@ ccxt's clients or into the exchange; every ccxt method is reached through ``supe
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ccxt
@@ -41,6 +43,8 @@ from ._kraken import WS_ORDER_METHODS, is_ws_outage, named_limit, ws_endpoint, w
 from ._machine import HALF_OPEN
 
 __all__ = ["WebsocketMixin"]
+
+logger = logging.getLogger("ccxt_breaker")
 
 SUCCESS, FAILURE, NEUTRAL = Verdict.SUCCESS, Verdict.FAILURE, Verdict.NEUTRAL
 # close codes of a socket the server ended on purpose (RFC 6455: normal, going away)
@@ -128,6 +132,16 @@ class _Socket:
 
 
 _SOCKETS: weakref.WeakKeyDictionary[Any, _Socket] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    """Around the bookkeeping in ccxt's callbacks: a bug here must never break ccxt's
+    handling of a message, a close or an error."""
+    try:
+        yield
+    except Exception:
+        logger.exception("ccxt_breaker failed to record a websocket outcome")
 
 
 def _unattributed_failure(breaker: CircuitBreaker, endpoint: str, error: dict[str, str]) -> None:
@@ -269,6 +283,10 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
         return breaker if breaker is not None else (call.dial or call.answer).breaker
 
     def _ws_done(self, call: _Call, future: Any) -> None:
+        with _recording():
+            self._ws_settle_rest(call, future)
+
+    def _ws_settle_rest(self, call: _Call, future: Any) -> None:
         if call.settled:
             return
         if future.cancelled():
@@ -310,34 +328,42 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
     def on_connected(self, client: Any, message: Any = None) -> Any:
         socket = _SOCKETS.get(client)
         if socket is not None:
-            socket.connected = True
-            socket.generation = socket.breaker._machine.generation
-            socket.seen = socket.breaker._clock.monotonic()
-            for call in socket.calls:
-                call.connected()
-            socket.prune()
+            with _recording():
+                self._ws_connected(socket)
         return super().on_connected(client, message)
+
+    def _ws_connected(self, socket: _Socket) -> None:
+        socket.connected = True
+        socket.generation = socket.breaker._machine.generation
+        socket.seen = socket.breaker._clock.monotonic()
+        for call in socket.calls:
+            call.connected()
+        socket.prune()
 
     def handle_message(self, client: Any, message: Any) -> Any:
         socket = _SOCKETS.get(client)
         if socket is not None and not _is_pong(message):  # a pong: the pipe is up, no more
-            breaker = socket.breaker
-            now = socket.seen = breaker._clock.monotonic()
-            req_id = _req_id(message) if socket.calls else None
-            if req_id is not None:
-                self._ws_answer(socket, req_id, message)
-            elif (
-                breaker.state is HALF_OPEN
-                and socket.generation == breaker._machine.generation
-                and not socket.failed
-                and not breaker._machine.refuses(now)
-            ):
-                # Reading a subscribed stream sends nothing, so it is no call: after the
-                # probe, the socket it dialed (only that one: an older socket of the
-                # group, on another URL, proves nothing of it) counts its messages as the
-                # evidence that closes the circuit (successThreshold of them).
-                _Hold(breaker, "stream").settle(SUCCESS)
+            with _recording():
+                self._ws_message(socket, message)
         return super().handle_message(client, message)
+
+    def _ws_message(self, socket: _Socket, message: Any) -> None:
+        breaker = socket.breaker
+        now = socket.seen = breaker._clock.monotonic()
+        req_id = _req_id(message) if socket.calls else None
+        if req_id is not None:
+            self._ws_answer(socket, req_id, message)
+        elif (
+            breaker.state is HALF_OPEN
+            and socket.generation == breaker._machine.generation
+            and not socket.failed
+            and not breaker._machine.refuses(now)
+        ):
+            # Reading a subscribed stream sends nothing, so it is no call: after the
+            # probe, the socket it dialed (only that one: an older socket of the
+            # group, on another URL, proves nothing of it) counts its messages as the
+            # evidence that closes the circuit (successThreshold of them).
+            _Hold(breaker, "stream").settle(SUCCESS)
 
     def _ws_answer(self, socket: _Socket, req_id: str, message: Mapping[str, Any]) -> None:
         """Judge the answer to a subscription or an order (v2 ``success``/``error``, v1
@@ -365,15 +391,17 @@ class WebsocketMixin(_Base):  # type: ignore[misc]
         socket.prune()
 
     def on_error(self, client: Any, error: Any) -> Any:
-        self._ws_failed(client, error)
+        with _recording():
+            self._ws_failed(client, error)
         return super().on_error(client, error)
 
     def on_close(self, client: Any, error: Any) -> Any:
-        socket = _SOCKETS.get(client)
-        if socket is not None and error in _CLEAN_CLOSE:
-            socket.end()
-        else:
-            self._ws_failed(client, ccxt.NetworkError(f"socket closed, code {error}"))
+        with _recording():
+            socket = _SOCKETS.get(client)
+            if socket is not None and error in _CLEAN_CLOSE:
+                socket.end()
+            else:
+                self._ws_failed(client, ccxt.NetworkError(f"socket closed, code {error}"))
         return super().on_close(client, error)
 
     def _ws_failed(self, client: Any, error: Any) -> None:

@@ -581,3 +581,20 @@ def test_the_websocket_hook_must_come_before_ccxt_pro() -> None:
 
     with pytest.raises(TypeError, match=r"must come before ccxt\.pro\.kraken"):
         type("Late", (BreakerMixin, ccxt.pro.kraken, WebsocketMixin), {})
+
+
+async def test_a_bookkeeping_bug_never_breaks_ccxts_message_handling(
+    pro: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If recording an answer raises, ccxt still handles the message, and the bug is
+    logged on the ccxt_breaker logger."""
+    from ccxt_breaker._ws import WebsocketMixin
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the breaker")
+
+    monkeypatch.setattr(WebsocketMixin, "_ws_answer", broken)
+    exchange = pro()
+    ticker = await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), WAIT)
+    assert ticker["symbol"] == "BTC/USD"
+    assert "failed to record a websocket outcome" in caplog.text
