@@ -355,6 +355,7 @@ async def test_private_stream_keeps_delivering_while_ws_private_is_open(
     exchange = pro()
     await asyncio.wait_for(exchange.create_order("BTC/USD", "limit", "buy", 0.01, 40000), WAIT)
     await asyncio.wait_for(exchange.watch_orders(), WAIT)
+    await asyncio.wait_for(exchange.watch_balance(), WAIT)  # v2 is up (ccxt < 4.5.90: v1 too)
     exchange.circuit_breakers["ws-private"].force_open()
     update = asyncio.ensure_future(exchange.watch_orders())
     await asyncio.sleep(0.05)
@@ -363,8 +364,7 @@ async def test_private_stream_keeps_delivering_while_ws_private_is_open(
     )  # trading is closed, and the socket is up: no dial
     orders = await asyncio.wait_for(update, WAIT)
     assert len(orders) == 2
-    with pytest.raises(CircuitOpenError):
-        await exchange.watch_balance()  # a new subscription is refused
+    assert exchange.circuit_breakers["ws-private"].snapshot()["rejected"] == 0
 
 
 async def test_open_trading_refuses_websocket_orders_unsent(

@@ -479,10 +479,11 @@ class WebsocketKraken:
             except KrakenError as exc:
                 error = exc.message
         await conn.send(self._answer(conn, method, req, error=error, **result))
-        if error is None:
+        if error is None:  # the key's order streams see the change, on v2 and v1
             for other in self.connections:
-                if other.key == key and "executions" in other.subscriptions:
-                    await other.send(self._data(other, "executions", None, "update"))
+                for channel in ("executions", "openOrders"):
+                    if other.key == key and channel in other.subscriptions:
+                        await other.send(self._data(other, channel, None, "update"))
 
     def _engine(self, account: Account, method: str, params: dict[str, Any]) -> dict[str, Any]:
         now = self._wall_clock()
