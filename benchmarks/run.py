@@ -21,6 +21,10 @@ P7  shared state (sharedState): P1's closed path and P3's rejection with state s
     the process and on Redis (no Redis command may run for them), and the time an open
     takes to reach another process through Redis.  Redis is CCXT_BREAKER_REDIS_URL's, or a
     redis-server started on a free port when the binary is on PATH.
+P8  the reconnect storm: a bot loop on watch_ticker against a websocket that answers every
+    dial with 503 for 60 s (real time; --quick: 6 s, with resetTimeout scaled by 6/60),
+    plain ccxt.pro.kraken against ccxt_breaker.pro.kraken (default settings), counting the
+    dials that reach the server and the loop's turns; each bot runs in its own process.
 """
 
 from __future__ import annotations
@@ -1373,7 +1377,100 @@ async def p7_shared(report: Report, rounds: int, n: int, trials: int) -> None:
             server.wait()
 
 
-# --- main ------------------------------------------------------------------------------
+# --- P8: the reconnect storm -------------------------------------------------------------
+
+STORM_BOTS = {
+    "plain": "plain ccxt.pro.kraken",
+    "breaker": "ccxt_breaker.pro.kraken, loop never sleeps",
+    "breaker+sleep": "ccxt_breaker.pro.kraken, sleeps retry_after on CircuitOpenError",
+}
+
+
+async def storm_bot(bot: str, seconds: float) -> dict[str, Any]:
+    """One bot's loop against a simulator whose public socket answers every dial with 503;
+    its dials and turns, as JSON on stdout (run in a child process: see p8_storm)."""
+    import ccxt.pro
+
+    import ccxt_breaker.pro
+    from ccxt_breaker.testing import Fault, KrakenSimulator
+
+    scale = seconds / 60.0
+    async with KrakenSimulator(rate_limits=False) as sim:
+        settings: dict[str, Any] = {}
+        if scale < 1:  # a short run keeps the proportions of the 60 s one
+            settings = {"resetTimeout": 30_000 * scale, "maxResetTimeout": 300_000 * scale}
+        options = {"circuitBreaker": settings}
+        cls = ccxt.pro.kraken if bot == "plain" else ccxt_breaker.pro.kraken
+        exchange = cls({**sim.ccxt_config(), "timeout_on_exit": 0, "options": options})
+        await exchange.load_markets()
+        sim.faults.add(Fault.http(503), endpoint="connect", group="ws-public")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        turns = 0
+        try:
+            while loop.time() < end:
+                turns += 1
+                try:
+                    await asyncio.wait_for(exchange.watch_ticker("BTC/USD"), end - loop.time())
+                except ccxt_breaker.CircuitOpenError as refused:
+                    if bot == "breaker+sleep":
+                        wait = refused.retry_after if refused.retry_after is not None else 1.0
+                        await asyncio.sleep(min(wait, max(0.0, end - loop.time())))
+                except (TimeoutError, ccxt.NetworkError):
+                    pass
+        finally:
+            await exchange.close()
+        dials = sim.dials(sim.ws_urls["publicV2"])
+        probes = 0
+        if bot != "plain":
+            history = exchange.circuit_breakers["ws-public"].history()
+            probes = sum(1 for event in history if event["new_state"] == "half_open")
+    return {"dials": dials, "turns": turns, "probes": probes}
+
+
+async def p8_storm(report: Report, seconds: float) -> None:
+    report.section(
+        f"P8 reconnect storm: watch_ticker in a loop, every dial answered 503 for {seconds:g} s"
+    )
+    children = {
+        bot: await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--storm",
+            bot,
+            "--storm-seconds",
+            str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for bot in STORM_BOTS
+    }
+    results = {}
+    for bot, child in children.items():
+        out, _ = await child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"the {bot} bot exited with {child.returncode}")
+        results[bot] = json.loads(out.decode().strip().splitlines()[-1])
+    rows = [
+        [STORM_BOTS[bot], f"{r['dials']:,}", f"{r['turns']:,}", f"{r['dials'] / seconds:.2f}"]
+        for bot, r in results.items()
+    ]
+    report.rows(["bot", "dials reaching the server", "loop turns", "dials per second"], rows)
+    threshold = ccxt_breaker.BreakerConfig().failure_threshold
+    for bot in ("breaker", "breaker+sleep"):
+        r = results[bot]
+        bound = threshold + r["probes"]
+        report.judge(
+            "P8",
+            f"dials, {STORM_BOTS[bot]}",
+            f"{r['dials']} (plain: {results['plain']['dials']})",
+            f"≤ failureThreshold + probes = {bound}",
+            r["dials"] <= bound,
+        )
+    for bot in ("breaker", "breaker+sleep"):
+        report.show("P8", f"loop turns, {STORM_BOTS[bot]}", f"{results[bot]['turns']:,}")
+
+
+# --- main ---------------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -1415,6 +1512,7 @@ async def main(args: argparse.Namespace) -> Report:
         ("P6", p6_scale(report, levels, scale_rounds, 10_000 if quick else 40_000)),
         ("P6 memory", p6_memory(report, 100 if quick else 1000, soak)),
         ("P7", p7_shared(report, rounds, 20 if quick else 200, 10 if quick else 200)),
+        ("P8", p8_storm(report, 6.0 if quick else 60.0)),
     ]
     only = {name.strip() for name in args.only.split(",")} if args.only else None
     for name, part in parts:
@@ -1438,9 +1536,15 @@ def cli() -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the block order")
     parser.add_argument("--only", default="", help="run only these parts, e.g. P1,P7")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--storm", choices=sorted(STORM_BOTS), help=argparse.SUPPRESS)
+    parser.add_argument("--storm-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
+        return
+    if args.storm:
+        logging.disable(logging.WARNING)  # the bots' transitions and ccxt's noise
+        print(json.dumps(asyncio.run(storm_bot(args.storm, args.storm_seconds))))
         return
     random.seed(args.seed)
     # transitions log a warning; keep them off the table (the call is still made and timed)

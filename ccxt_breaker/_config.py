@@ -63,6 +63,7 @@ class BreakerConfig:
     lockout_duration: float = 900.0
     shadow_mode: bool = False
     history_size: int = 1000
+    ws_stale_after: float = 30.0  # a socket silent this long has failed (ws groups only)
 
     @property
     def uses_window(self) -> bool:
@@ -241,6 +242,7 @@ _KEYS: dict[str, tuple[str, _Check]] = {
     "lockoutDuration": ("lockout_duration", partial(_millis, allow_zero=True)),
     "shadowMode": ("shadow_mode", _bool),
     "historySize": ("history_size", partial(_count, minimum=0)),
+    "wsStaleAfter": ("ws_stale_after", _millis),
 }
 _TOP_ONLY = ("groups", "endpoints", "name", "clock", "sharedState")
 _DEFAULTS = BreakerConfig()
@@ -253,6 +255,7 @@ _DURATIONS = (
     "slowCallDuration",
     "slidingWindowDuration",
     "lockoutDuration",
+    "wsStaleAfter",
 )
 _PLAUSIBLE_MS = 1000
 # (key path, value) pairs already warned about in this process

@@ -33,6 +33,7 @@ import gc
 import inspect
 import logging
 import re
+import sys
 import threading
 import warnings
 import weakref
@@ -47,7 +48,7 @@ from ccxt.base.exchange import Exchange as _SyncExchange
 from ._breaker import Counters
 from ._config import parse_settings
 from ._errors import CircuitOpenError, Verdict, label, verdict
-from ._kraken import endpoint_table, is_outage, named_limit
+from ._kraken import endpoint_table, is_outage, named_limit, ws_endpoint_table
 from ._registry import BreakerRegistry, Route
 
 __all__ = [
@@ -138,7 +139,11 @@ def _table(exchange: Any) -> dict[str, tuple[str, str, str]]:
     cls = type(exchange)
     table = _TABLES.get(cls)
     if table is None:
-        table = _TABLES[cls] = endpoint_table(exchange.describe()["api"])
+        description = exchange.describe()
+        table = endpoint_table(description["api"])
+        if "ws" in description["urls"]["api"]:  # ccxt.pro: its websocket groups too
+            table.update(ws_endpoint_table())
+        _TABLES[cls] = table
     return table
 
 
@@ -549,14 +554,21 @@ _CCXT_CLASS_MODULE = re.compile(r"ccxt\.(?:async_support\.|pro\.)?\w+")
 
 def _guarded(cls: type) -> type:
     """``cls`` with the hook between it and ccxt's kraken: a bot's own subclass (and
-    ccxt.pro) keep running around the hook, as they would around plain ccxt."""
+    ccxt.pro) keep running around the hook, as they would around plain ccxt.  A ccxt.pro
+    class gets the websocket hook on top as well."""
     guarded = _GUARDED.get(cls)
     if guarded is None:
         if issubclass(cls, Exchange):
             mixin, base = BreakerMixin, ccxt.async_support.kraken
         else:
             mixin, base = SyncBreakerMixin, ccxt.kraken
-        bases = (mixin, base) if cls is base else (cls, mixin, base)
+        bases: tuple[type, ...] = (mixin, base) if cls is base else (cls, mixin, base)
+        pro = sys.modules.get("ccxt.pro.kraken")
+        if pro is not None and issubclass(cls, pro.kraken):
+            # above ccxt.pro, whose handle_message, ping and authenticate it wraps
+            from ._ws import WebsocketMixin
+
+            bases = (WebsocketMixin, *bases)
         namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
         guarded = _GUARDED[cls] = type(cls.__name__, bases, namespace)
     return guarded

@@ -8,6 +8,11 @@ covers:
   cancellation, which the trading engine limits per pair (domain ``orders``);
 * a temporary lockout bans the key itself, so every signed call stops.
 
+ccxt.pro's websocket calls have their own groups, ``ws-public`` and ``ws-private``
+(the domain ``socket``, which no named REST limit closes), except order entry over the
+socket, which the trading engine limits as it limits REST order entry: those calls are
+endpoints of the ``trading`` group (domain ``orders``).
+
 A group's domains are those of its endpoints, so the scopes stay right when a user
 moves an endpoint to a group of their own.  Nothing here imports ccxt: the hook applies
 these rules to what ccxt raised.
@@ -25,16 +30,24 @@ from typing import Any
 __all__ = [
     "DEFAULT_GROUPS",
     "MAX_NAMED_WAIT",
+    "WS_GROUPS",
+    "WS_ORDER_METHODS",
     "endpoint_table",
     "is_outage",
+    "is_ws_outage",
     "named_limit",
     "section_default",
+    "ws_endpoint",
+    "ws_endpoint_table",
+    "ws_group",
 ]
 
 DEFAULT_GROUPS = ("public", "private", "trading", "funding", "earn")
 
+WS_GROUPS = ("ws-public", "ws-private")
+
 # limit domains
-PUBLIC, REST, ORDERS = "public", "rest", "orders"
+PUBLIC, REST, ORDERS, SOCKET = "public", "rest", "orders", "socket"
 # limit scopes: which domains a named limit closes; CALL means the caller's group only
 KEY, CALL = "key", "call"
 SCOPES: Mapping[str, frozenset[str]] = {
@@ -166,3 +179,81 @@ def named_limit(
     if status == 429 or "EGeneral:Too many requests" in message:
         return CALL, named
     return None
+
+
+# --- the websocket side (ccxt.pro) ---------------------------------------------------
+
+# The keys of ccxt.pro's urls['api']['ws'] for Kraken, by group: v1 and v2 of each socket.
+_WS_URL_KEYS = {
+    "public": "ws-public",
+    "publicV2": "ws-public",
+    "beta": "ws-public",
+    "private": "ws-private",
+    "privateV2": "ws-private",
+    "beta-private": "ws-private",
+}
+# The channels ccxt.pro subscribes to (v2 and v1 names), and the order entry methods of
+# the v2 private socket: a websocket call is counted under one of these endpoints.
+_WS_PUBLIC = ("ticker", "book", "trade", "ohlc", "spread", "heartbeat")
+_WS_PRIVATE = ("executions", "balances", "openOrders", "ownTrades")
+WS_ORDER_METHODS = frozenset(
+    {
+        "add_order",
+        "amend_order",
+        "edit_order",
+        "cancel_order",
+        "cancel_all",
+        "cancel_all_orders_after",
+        "batch_add",
+        "batch_cancel",
+    }
+)
+# Error answers that say the exchange is failing or limiting, not that the request was
+# wrong; any other error answer ("Currency pair not supported", "Subscription depth not
+# supported", "EOrder:Insufficient funds") is the caller's fault.
+_WS_OUTAGE_MARKERS = (
+    "EService:",
+    "EGeneral:Internal error",
+    "EDatabase:Internal error",
+    "Rate limit exceeded",
+    "Too many requests",
+    "Temporary lockout",
+    "Exceeded msg rate",
+)
+
+
+def ws_endpoint_table() -> dict[str, tuple[str, str, str]]:
+    """The websocket endpoints of ``ccxt.pro.kraken``, in :func:`endpoint_table`'s form."""
+    table = {name: ("ws", "ws-public", SOCKET) for name in _WS_PUBLIC}
+    table.update({name: ("ws", "ws-private", SOCKET) for name in _WS_PRIVATE})
+    table.update({name: ("ws", "trading", ORDERS) for name in sorted(WS_ORDER_METHODS)})
+    return table
+
+
+def ws_group(url: str, urls: Mapping[str, Any]) -> str:
+    """The group of a websocket URL: by its key in ccxt's ``urls['api']['ws']`` (which a
+    test points at a simulator), else by Kraken's naming of the private host."""
+    for key, value in urls.items():
+        if value == url and key in _WS_URL_KEYS:
+            return _WS_URL_KEYS[key]
+    return "ws-private" if "-auth" in url else "ws-public"
+
+
+def ws_endpoint(message: Any) -> str | None:
+    """The endpoint of a message ccxt.pro sends: an order method, or the channel (v2:
+    ``params.channel``; v1: ``subscription.name``); ``None`` when neither is named."""
+    if not isinstance(message, Mapping):
+        return None
+    method = message.get("method")
+    if method in WS_ORDER_METHODS:
+        return str(method)
+    for holder, key in (("params", "channel"), ("subscription", "name")):
+        inner = message.get(holder)
+        if isinstance(inner, Mapping) and isinstance(inner.get(key), str):
+            return str(inner[key])
+    return None
+
+
+def is_ws_outage(message: str) -> bool:
+    """Whether a websocket error answer says the exchange is failing or limiting."""
+    return any(marker in message for marker in _WS_OUTAGE_MARKERS)

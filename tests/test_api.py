@@ -145,3 +145,32 @@ def test_the_core_imports_nothing_from_testing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert (out.stdout.strip(), out.returncode) == ("[]", 0), out.stderr
+
+
+def test_websocket_hook_only_overrides_ccxt_methods() -> None:
+    # the websocket seam adds no public name of its own to ccxt_breaker.pro.kraken
+    import ccxt.pro
+
+    from ccxt_breaker._ws import WebsocketMixin
+
+    public = sorted(m for m in vars(WebsocketMixin) if not m.startswith("_"))
+    assert public == [
+        "authenticate",
+        "close",
+        "handle_message",
+        "on_close",
+        "on_connected",
+        "on_error",
+        "ping",
+        "watch",
+        "watch_multiple",
+    ]
+    assert all(callable(getattr(ccxt.pro.kraken, name)) for name in public)
+
+
+def test_simulator_websocket_surface() -> None:
+    # what bots' tests use of the websocket simulator
+    from ccxt_breaker.testing import Fault, KrakenSimulator
+
+    assert {"ws_urls", "dials", "websocket"} <= set(dir(KrakenSimulator(ws_interval=0.5)))
+    assert {"ws_drop", "ws_silence"} <= set(vars(Fault))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import pytest
@@ -70,6 +71,8 @@ def test_camel_case_milliseconds_and_group_overrides() -> None:
         ({"lockoutDuration": 0}, "lockout_duration", 0.0),
         ({"historySize": 0}, "history_size", 0),
         ({"historySize": 50.0}, "history_size", 50),
+        ({"wsStaleAfter": 5000}, "ws_stale_after", 5.0),
+        ({"wsStaleAfter": 1500.5}, "ws_stale_after", 1.5005),
         ({"resetTimeout": 45_000, "maxResetTimeout": 45_000}, "max_reset_timeout", 45.0),
         # a resetTimeout over the default cap lifts the cap with it
         ({"resetTimeout": 600_000}, "max_reset_timeout", 600.0),
@@ -192,7 +195,8 @@ GROUP_KEYS = (
     "enabled, failureThreshold, successThreshold, resetTimeout, halfOpenMaxCalls, "
     "failureRateThreshold, slowCallDuration, slowCallRateThreshold, slidingWindowType, "
     "slidingWindowSize, slidingWindowDuration, minimumNumberOfCalls, resetTimeoutMultiplier, "
-    "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode, historySize"
+    "maxResetTimeout, resetTimeoutJitter, lockoutDuration, shadowMode, historySize, "
+    "wsStaleAfter"
 )
 VALID_KEYS = f"{GROUP_KEYS}, groups, endpoints, name, clock, sharedState"
 GROUPS = f"{ROOT}['groups']"
@@ -415,6 +419,21 @@ SCHEMES = "must be 'process' or a URL starting with redis://, rediss:// or unix:
             {"lockoutDuration": -1},
             ValueError,
             f"{ROOT}['lockoutDuration'] must be zero or more milliseconds, got -1",
+        ),
+        (
+            {"wsStaleAfter": 0},
+            ValueError,
+            f"{ROOT}['wsStaleAfter'] must be more than zero milliseconds, got 0",
+        ),
+        (
+            {"wsStaleAfter": "30s"},
+            TypeError,
+            f"{ROOT}['wsStaleAfter'] must be a number, got '30s' (str)",
+        ),
+        (
+            {"wsStaleAfter": math.inf},
+            ValueError,
+            f"{ROOT}['wsStaleAfter'] must be finite, got inf",
         ),
         (
             {"historySize": -1},
@@ -699,6 +718,7 @@ def seconds_warning(path: str, value: str, millis: str) -> tuple[str, int, str]:
         ),
         ({"slidingWindowDuration": 60}, [(f"{ROOT}['slidingWindowDuration']", "60", "60000")]),
         ({"lockoutDuration": 900}, [(f"{ROOT}['lockoutDuration']", "900", "900000")]),
+        ({"wsStaleAfter": 30}, [(f"{ROOT}['wsStaleAfter']", "30", "30000")]),
         # a group warns about the keys it writes, under its own path, and not about inherited ones
         (
             {"resetTimeout": 20, "groups": {"trading": {"maxResetTimeout": 40}, "earn": {}}},

@@ -26,9 +26,15 @@ from ccxt_breaker.testing._demo import (
     timeline_lines,
 )
 
-SCRIPTED = {"private", "trading", "public"}
+SCRIPTED = {"private", "trading", "public", "ws-public"}
 DEMO = ["demo", "--duration", "4", "--no-color"]
-EXCEPTIONS = {"CircuitOpenError", "ExchangeNotAvailable", "RateLimitExceeded", "RequestTimeout"}
+EXCEPTIONS = {
+    "CircuitOpenError",
+    "ExchangeNotAvailable",
+    "NetworkError",  # a websocket dial answered 503, or the socket dropped
+    "RateLimitExceeded",
+    "RequestTimeout",
+}
 
 
 async def test_compressed_demo_opens_and_recovers_every_scripted_group() -> None:
@@ -57,7 +63,7 @@ ENCODINGS = [
     pytest.param("cp1252", "->", "\u00b7", id="cp1252"),
 ]
 STATUS_PART = re.compile(
-    r"(public|private|trading|funding|earn) "
+    r"(public|private|trading|funding|earn|ws-public) "
     r"(closed|half_open|open, \d+\.\d s left|open, next call probes)"
 )
 
@@ -89,7 +95,7 @@ def test_demo_command_prints_the_timeline_and_the_summary(
     assert statuses
     for status in statuses:  # each group's state, and the time left while open
         parts = status.split(f" {dot} ")
-        assert [STATUS_PART.fullmatch(part) is not None for part in parts] == [True] * 5, status
+        assert [STATUS_PART.fullmatch(part) is not None for part in parts] == [True] * 6, status
     assert re.search(r"^summary of the \d+\.\d s run$", out, re.M)
     assert re.search(
         r"^  private API outage +private +t=\+\d+\.\ds +\d+\.\d s +\d+\.\d s$", out, re.M
@@ -101,13 +107,13 @@ def test_demo_command_prints_the_timeline_and_the_summary(
     assert re.fullmatch(
         r"  timeline, a column is 0\.\d+ s: - closed  # open  ~ half_open", timeline[0]
     )
-    rows = {line[2:10].strip(): line[10:] for line in timeline[1:-1]}
-    assert list(rows) == ["public", "private", "trading", "funding", "earn"]
+    rows = {line[2:12].strip(): line[12:] for line in timeline[1:-1]}
+    assert list(rows) == ["public", "private", "trading", "funding", "earn", "ws-public"]
     for group, row in rows.items():
         assert re.fullmatch(rf"\|[-#~]{{{TIMELINE_WIDTH}}}\|", row), row
         # each scripted circuit opens and probes, and is not open again; the others stay closed
         assert re.fullmatch(r"\|-+#.*~-*\|" if group in SCRIPTED else r"\|-+\|", row), row
-    assert re.fullmatch(r" {11}0s( +\d+(\.\d+)?s){3,}", timeline[-1]), timeline[-1]
+    assert re.fullmatch(r" {13}0s( +\d+(\.\d+)?s){3,}", timeline[-1]), timeline[-1]
     assert "\x1b[" not in out
     assert DEFAULT_SECRET not in out
 
@@ -262,7 +268,7 @@ def test_timeline_paints_the_glyphs_in_the_demo_colours() -> None:
 @pytest.mark.parametrize("seconds", [2.0, 3.0, 4.2, 30.0, 45.0, 600.0, 7200.0])
 def test_timeline_fits_80_columns_with_rising_ticks(seconds: float) -> None:
     """At the demo's width every line fits 79 columns and the axis counts up from 0 s."""
-    groups = ["public", "private", "trading", "funding", "earn"]
+    groups = ["public", "private", "trading", "funding", "earn", "ws-public"]
     lines = timeline_lines([], 0.0, seconds, TIMELINE_WIDTH, groups)
 
     assert max(len(f"  {line}") for line in lines) <= 79
@@ -318,6 +324,8 @@ async def test_dashboard_serves_status_while_the_demo_runs() -> None:
         "trading",
         "funding",
         "earn",
+        "ws-private",  # the demo's bot is ccxt_breaker.pro.kraken
+        "ws-public",
     ]
     assert out.getvalue().index("\ndashboard: ") < out.getvalue().index("\nt=+")  # before the bot
 

@@ -44,6 +44,16 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
             ],
             [],
         ),
+        (
+            "ws_bot.py",
+            [
+                "turn 3: dial failed: NetworkError",
+                "turn 4: circuit 'ws-public' open, sleeping 1.0s",
+                "turn 5: BTC/USD last 50000.0",
+                "ws-public is closed; dials that reached Kraken: 4; turns: 5",
+            ],
+            [],
+        ),
     ],
 )
 def test_example_runs_and_shows_a_group_open_and_recover(

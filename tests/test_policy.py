@@ -847,3 +847,100 @@ def test_lockout_lasts_the_configured_duration(
     """A lockout opens the key's groups for max(lockoutDuration, Retry-After)."""
     message = kraken_error("EGeneral:Temporary lockout")
     assert named_limit(message, 403, headers, WALL, lockout) == expected
+
+
+# --- the websocket side ------------------------------------------------------------------
+
+KRAKEN_WS_URLS = {
+    "public": "wss://ws.kraken.com",
+    "publicV2": "wss://ws.kraken.com/v2",
+    "private": "wss://ws-auth.kraken.com",
+    "privateV2": "wss://ws-auth.kraken.com/v2",
+    "beta": "wss://beta-ws.kraken.com",
+    "beta-private": "wss://beta-ws-auth.kraken.com",
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("wss://ws.kraken.com", "ws-public"),
+        ("wss://ws.kraken.com/v2", "ws-public"),
+        ("wss://ws-auth.kraken.com", "ws-private"),
+        ("wss://ws-auth.kraken.com/v2", "ws-private"),
+        ("wss://beta-ws.kraken.com", "ws-public"),
+        ("wss://beta-ws-auth.kraken.com", "ws-private"),
+        ("wss://proxy.example/ws-auth.kraken.com", "ws-private"),  # not listed: by its name
+        ("wss://proxy.example/kraken", "ws-public"),
+    ],
+)
+def test_ws_group_of_a_url(url: str, expected: str) -> None:
+    """A socket URL's group comes from its key in ccxt's urls['api']['ws']."""
+    from ccxt_breaker._kraken import ws_group
+
+    assert ws_group(url, KRAKEN_WS_URLS) == expected
+
+
+def test_ws_group_follows_overridden_urls() -> None:
+    """A private URL pointed at a local server stays private, whatever its host."""
+    from ccxt_breaker._kraken import ws_group
+
+    urls = {"private": "ws://127.0.0.1:1/a", "public": "ws://127.0.0.1:1/b"}
+    assert (ws_group(urls["private"], urls), ws_group(urls["public"], urls)) == (
+        "ws-private",
+        "ws-public",
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"method": "subscribe", "params": {"channel": "ticker"}}, "ticker"),
+        ({"event": "subscribe", "subscription": {"name": "ownTrades"}}, "ownTrades"),
+        ({"method": "add_order", "params": {"channel": "nope"}}, "add_order"),
+        ({"method": "cancel_all"}, "cancel_all"),
+        ({"method": "subscribe", "params": {}}, None),
+        ("text", None),
+        (None, None),
+    ],
+)
+def test_ws_endpoint_of_a_message(message: Any, expected: str | None) -> None:
+    """An order method names itself; a subscription is named by its channel (v2 or v1)."""
+    from ccxt_breaker._kraken import ws_endpoint
+
+    assert ws_endpoint(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "outage"),
+    [
+        ("EService:Unavailable", True),
+        ("EService:Busy", True),
+        ("EGeneral:Internal error", True),
+        ("EDatabase:Internal error", True),
+        ("EOrder:Rate limit exceeded", True),
+        ("EAuth:Too many requests", True),
+        ("EGeneral:Temporary lockout", True),
+        ("Exceeded msg rate", True),
+        ("Currency pair not supported", False),
+        ("Subscription depth not supported", False),
+        ("EOrder:Insufficient funds", False),
+        ("ESession:Invalid session", False),
+    ],
+)
+def test_ws_error_answers(message: str, outage: bool) -> None:
+    """Outage and limit answers are failures; the caller's mistakes are not."""
+    from ccxt_breaker._kraken import is_ws_outage
+
+    assert is_ws_outage(message) is outage
+
+
+def test_ws_endpoint_table() -> None:
+    """Channels belong to the socket groups (no REST limit domain); orders to trading."""
+    from ccxt_breaker._kraken import SOCKET, WS_ORDER_METHODS, ws_endpoint_table
+
+    table = ws_endpoint_table()
+    assert table["ticker"] == ("ws", "ws-public", SOCKET)
+    assert table["balances"] == ("ws", "ws-private", SOCKET)
+    assert {path for path, row in table.items() if row[1] == "trading"} == WS_ORDER_METHODS
+    assert all(table[path][2] == ORDERS for path in WS_ORDER_METHODS)

@@ -260,6 +260,11 @@ def test_help_documents_the_spec() -> None:
         ),
         ("latency 1.5 --applied", {"fault": {"kind": "latency", "seconds": 1.5, "applied": True}}),
         (
+            "ws_drop 3 --group ws-public --endpoint connect",
+            {"fault": {"kind": "ws_drop", "after": 3}, "group": "ws-public", "endpoint": "connect"},
+        ),
+        ("ws-silence", {"fault": {"kind": "ws_silence"}}),
+        (
             "disconnect --endpoint AddOrder --seconds 10 --probability 0.5 --seed 3",
             {
                 "fault": {"kind": "disconnect"},

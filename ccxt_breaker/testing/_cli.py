@@ -26,7 +26,7 @@ from typing import Any, NoReturn, get_args
 
 from ._faults import KINDS, Faults, FieldError, add_rule, describe_rule
 from ._simulator import CONTROL_PATH, KrakenSimulator, SystemStatus
-from ._state import GROUPS, TIERS
+from ._state import GROUPS, TIERS, WS_GROUPS
 
 __all__ = ["main", "serve"]
 
@@ -40,6 +40,8 @@ _VALUES = {
     "throttled": "until",
     "too_many_requests": "retry_after",
     "latency": "seconds",
+    "ws_drop": "after",
+    "ws_silence": "after",
 }
 
 SPEC_HELP = f"""\
@@ -54,9 +56,13 @@ A fault SPEC is a kind, its value if it has one, and options:
                               (--error TEXT for Kraken's JSON body instead of text)
   latency SECONDS             answer late (--applied: the order is placed first)
   disconnect | truncated | html | empty | hold
+  ws_drop [AFTER]             websocket: drop the socket after AFTER messages (default 0)
+  ws_silence [AFTER]          websocket: stop its feed after AFTER messages (pongs go on)
 
-  where:   --endpoint NAME (Kraken's: Ticker, AddOrder) and/or
-           --group {"|".join(GROUPS)}; neither: every request
+  where:   --endpoint NAME (Kraken's: Ticker, AddOrder; on the sockets: connect, the
+           dial, or a channel or order method: ticker, add_order) and/or
+           --group {"|".join(GROUPS)}
+           (or, on the sockets, {"|".join(WS_GROUPS)}); neither: every request
   lasting: --times N (faulted requests), --seconds S, --probability P [--seed N];
            none of them: until removed
   --header NAME:VALUE (repeatable) adds a response header to http and kraken_error.
@@ -83,7 +89,8 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("kind", metavar="KIND", help=f"one of {', '.join(KINDS)}")
     parser.add_argument("value", nargs="?", metavar="VALUE", help="the kind's value, if it has one")
     parser.add_argument("--endpoint", metavar="NAME", help="only this Kraken endpoint")
-    parser.add_argument("--group", metavar="GROUP", help=f"only this group ({', '.join(GROUPS)})")
+    groups = ", ".join((*GROUPS, *WS_GROUPS))
+    parser.add_argument("--group", metavar="GROUP", help=f"only this group ({groups})")
     parser.add_argument("--times", type=int, metavar="N", help="for the next N matching requests")
     parser.add_argument("--seconds", type=float, metavar="S", help="for S seconds from now")
     parser.add_argument("--probability", type=float, metavar="P", help="fault a share P of them")
@@ -109,7 +116,7 @@ def _value(name: str, text: str) -> Any:
             return float(text)
         return text
     try:
-        return int(text) if name == "status" else float(text)
+        return int(text) if name in ("status", "after") else float(text)
     except ValueError:
         raise _SpecError(f"{name} must be a number, not {text!r}") from None
 

@@ -1,12 +1,13 @@
 """``python -m ccxt_breaker demo``: the breakers at work against the embedded Kraken simulator.
 
-A small bot polls two tickers (public), reads its balance (private), and places and
-cancels limit orders (trading), while a script breaks the simulated Kraken: a private-API
-outage, a trading rate limit with ``Retry-After``, then public answers slower than the
-client's timeout.  Each transition prints as it happens, a status line of every group
-follows at regular intervals, and a summary and each circuit's states drawn across the run
-(:func:`timeline_lines`) end it.  The script and the breaker settings scale with the
-duration, so a short run tells the same story faster.
+A small bot polls two tickers (public), streams one over the websocket (ws-public),
+reads its balance (private), and places and cancels limit orders (trading), while a
+script breaks the simulated Kraken: a private-API outage, a websocket outage (the socket
+drops and every dial is answered 503), a trading rate limit with ``Retry-After``, then
+public answers slower than the client's timeout.  Each transition prints as it happens, a
+status line of every group follows at regular intervals, and a summary and each circuit's
+states drawn across the run (:func:`timeline_lines`) end it.  The script and the breaker
+settings scale with the duration, so a short run tells the same story faster.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any, TextIO
 
 import ccxt
 
+from .._errors import CircuitOpenError
 from .._events import Event, StateChanged
-from .._hook import kraken
+from ..pro import kraken
 from ._faults import Fault, FaultRule
 from ._simulator import KrakenSimulator, RequestRecord, strict_nonces
-from ._state import GROUPS, Group
+from ._state import GROUPS
 
 __all__ = [
     "MIN_DURATION",
@@ -49,6 +51,8 @@ SYMBOLS = ("BTC/USD", "ETH/USD")
 ORDER = ("BTC/USD", "limit", "buy", 0.001, 40_000)
 # Public requests held back by the slow-answers incident: enough to open the circuit.
 SLOW_REQUESTS = 4
+# The groups the demo shows: the REST ones, and the public websocket's.
+DEMO_GROUPS = (*GROUPS, "ws-public")
 
 _KRAKEN_ERROR = re.compile(r"\b[EW][A-Z][A-Za-z]*:[^\"\]]+")
 _HTTP_STATUS = re.compile(r" ([45]\d\d) ")
@@ -59,7 +63,7 @@ _COLORS = {"closed": "32", "half_open": "33", "open": "31"}
 ASCII_GLYPHS = {"closed": "-", "open": "#", "half_open": "~"}
 FANCY_GLYPHS = {"closed": "\u2500", "open": "\u2588", "half_open": "\u2592"}
 # Columns of the timeline: with the group names and the bars its lines take 79 columns.
-TIMELINE_WIDTH = 67
+TIMELINE_WIDTH = 65
 # A column the circuit spent in several states shows the first of them in this order, so
 # that a half-open probe, or an opening, shorter than a column stays visible.
 _PRECEDENCE = ("half_open", "open", "closed")
@@ -87,6 +91,8 @@ class Scenario:
     outage_for: float
     limit_at: float
     slow_at: float
+    ws_at: float
+    ws_for: float
 
     @classmethod
     def scaled(cls, duration: float = 30.0, pace: float | None = None) -> Scenario:
@@ -105,6 +111,10 @@ class Scenario:
             outage_for=0.27 * duration,
             limit_at=0.45 * duration,
             slow_at=0.6 * duration,
+            ws_at=0.3 * duration,
+            # long enough for ccxt's own dial backoff (0.2, 0.4, 0.8 s) to let out the
+            # failures that open the circuit
+            ws_for=max(0.1 * duration, 1.0),
         )
 
     def breaker_options(self) -> dict[str, Any]:
@@ -164,7 +174,7 @@ class DashboardUnavailable(OSError):
 @dataclass(frozen=True, slots=True)
 class _Incident:
     name: str
-    group: Group
+    group: str
     started: float
     rule: FaultRule
     ends: float | None  # for a time span; a counted fault ends with its last request
@@ -197,7 +207,7 @@ async def run_demo(
     try:
         # The scripted incidents are the only ones: the simulator's per-key counters
         # would add their own at the bot's pace.
-        async with KrakenSimulator(rate_limits=False) as sim:
+        async with KrakenSimulator(rate_limits=False, ws_interval=scenario.pace) as sim:
             exchange = kraken(
                 {
                     **sim.ccxt_config(),
@@ -263,7 +273,28 @@ class _Bot:
             *(self._loop(self._ticker, symbol) for symbol in SYMBOLS),
             self._loop(self._balance),
             self._loop(self._trade),
+            self._stream(SYMBOLS[0]),
         )
+
+    async def _stream(self, symbol: str) -> None:
+        """Watch a ticker over the websocket; sleep ``retry_after`` when refused."""
+        while not self.stop.is_set():
+            wait = self.pace
+            try:
+                # ccxt leaves a watch waiting after some errors: never longer than this
+                await asyncio.wait_for(self.exchange.watch_ticker(symbol), 4 * self.pace + 1)
+                self.done["ticker updates"] += 1
+                continue  # the next update is the wait
+            except CircuitOpenError as exc:  # nothing dialed: sleep until a probe may go
+                self.seen[type(exc).__name__] += 1
+                if exc.retry_after is not None:
+                    wait = max(exc.retry_after, 0.01)
+            except ccxt.BaseError as exc:
+                self.seen[type(exc).__name__] += 1
+            except TimeoutError:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait)
 
     async def _loop(self, step: Callable[..., Awaitable[None]], *args: str) -> None:
         while not self.stop.is_set():
@@ -340,7 +371,7 @@ class _Printer:
 
     def transition(self, at: float, event: StateChanged) -> None:
         arrow = f"{self.state(event.old_state)} {self.arrow} {self.state(event.new_state)}"
-        text = f"{event.group:<8} {arrow} ({event.reason}"
+        text = f"{event.group:<9} {arrow} ({event.reason}"
         cause = _brief(event.cause) if event.new_state == "open" else ""
         text += f"; {cause})" if cause else ")"
         if event.new_state == "open" and event.retry_after is not None:
@@ -395,8 +426,9 @@ class _Run:
         s, p = self.scenario, self.p
         p.write(
             f"A Kraken simulator on {self.sim.url} and, for {s.duration:g} s, a bot that every "
-            f"{s.pace:.2f} s\nfetches the {' and '.join(SYMBOLS)} tickers (public), its "
-            "balance (private), and places and\ncancels an order (trading); the client gives "
+            f"{s.pace:.2f} s\nfetches the {' and '.join(SYMBOLS)} tickers (public), streams "
+            f"{SYMBOLS[0]} (ws-public), reads its\nbalance (private), and places and "
+            "cancels an order (trading); the client gives "
             f"up on a request after {s.timeout:.2f} s. Each group's\nbreaker opens after 3 "
             f"failures and stays open {s.reset_timeout:.1f} s at first (twice as long after a "
             "failed\nprobe), then closes after 2 good probes. t=+N.Ns: seconds since the bot "
@@ -433,7 +465,7 @@ class _Run:
             began,
             ended,
             TIMELINE_WIDTH,
-            GROUPS,
+            DEMO_GROUPS,
             glyphs=p.glyphs,
             color=p.color,
         )
@@ -446,14 +478,17 @@ class _Run:
     def _incident(
         self,
         name: str,
-        group: Group,
+        group: str,
         text: str,
         fault: Fault,
         seconds: float | None = None,
         times: int | None = None,
+        endpoint: str | None = None,
     ) -> None:
         now = self.p.now()
-        rule = self.sim.faults.add(fault, group=group, seconds=seconds, times=times)
+        rule = self.sim.faults.add(
+            fault, endpoint=endpoint, group=group, seconds=seconds, times=times
+        )
         ends = None if seconds is None else now + seconds
         self.incidents.append(_Incident(name, group, now, rule, ends))
         self.p.line(self.p.paint(f"incident: {text}", "1"), now)
@@ -468,8 +503,21 @@ class _Run:
             Fault.kraken_error("EService:Unavailable"),
             seconds=s.outage_for,
         )
+        await self._until(s.ws_at)
+        self._incident(
+            "websocket outage",
+            "ws-public",
+            f"websocket outage lasting {s.ws_for:.1f} s: the public socket drops, and "
+            "every dial is answered 503",
+            Fault.http(503),
+            seconds=s.ws_for,
+            endpoint="connect",
+        )
+        self.sim.websocket.drop("ws-public")
         await self._until(s.outage_at + s.outage_for)
         self.p.line(self.p.paint("incident over: the private API answers again", "1"))
+        await self._until(s.ws_at + s.ws_for)
+        self.p.line(self.p.paint("incident over: the public socket takes dials again", "1"))
         await self._until(s.limit_at)
         self._incident(
             "trading rate limit",
@@ -496,15 +544,17 @@ class _Run:
             await asyncio.sleep(every)
             parts = [
                 self.p.status(g, self.breakers[g].state.value, self.breakers[g].retry_after)
-                for g in GROUPS
+                for g in DEMO_GROUPS
             ]
-            sent = len(self.sim.requests)
+            sent = len(self.sim.requests) + self.sim.dials()
             rejected = sum(b.snapshot()["rejected"] for b in self.breakers.values())
             tail = f"| sent {sent}, rejected {rejected}"
             self.p.line(self.p.paint("status   ", "2") + f" {self.p.dot} ".join(parts) + " " + tail)
 
     def _summary(self) -> Summary:
         snapshot = self.breakers.snapshot()
+        urls = self.sim.ws_urls
+        public_dials = self.sim.dials(urls["public"]) + self.sim.dials(urls["publicV2"])
         requests = self.sim.requests
         results = []
         for incident in self.incidents:
@@ -538,10 +588,10 @@ class _Run:
             )
         return Summary(
             duration=self.p.now(),
-            sent={g: self.sim.count(group=g) for g in GROUPS},
-            rejected={g: snapshot[g]["rejected"] for g in GROUPS},
-            failures={g: snapshot[g]["failures"] for g in GROUPS},
-            states={g: snapshot[g]["state"] for g in GROUPS},
+            sent={**{g: self.sim.count(group=g) for g in GROUPS}, "ws-public": public_dials},
+            rejected={g: snapshot[g]["rejected"] for g in DEMO_GROUPS},
+            failures={g: snapshot[g]["failures"] for g in DEMO_GROUPS},
+            states={g: snapshot[g]["state"] for g in DEMO_GROUPS},
             incidents=tuple(results),
             exceptions=dict(self.bot.seen.most_common()),
             done=dict(self.bot.done),
@@ -561,23 +611,23 @@ class _Run:
         lines: list[str] = []
         w = lines.append
         w(f"\nsummary of the {summary.duration:.1f} s run\n\n")
-        w(f"  {'group':<8} {'sent':>6} {'failed':>7} {'rejected':>9}  state\n")
-        for g in GROUPS:
+        w(f"  {'group':<9} {'sent':>6} {'failed':>7} {'rejected':>9}  state\n")
+        for g in DEMO_GROUPS:
             w(
-                f"  {g:<8} {summary.sent[g]:>6} {summary.failures[g]:>7} "
+                f"  {g:<9} {summary.sent[g]:>6} {summary.failures[g]:>7} "
                 f"{summary.rejected[g]:>9}  {self.p.state(summary.states[g])}\n"
             )
         w(
-            "  sent: requests that reached the simulator; rejected: calls refused by an "
-            "open circuit without sending\n\n"
+            "  sent: requests (ws-public: dials) that reached the simulator; rejected: calls "
+            "refused by an\n  open circuit without sending\n\n"
         )
         w(
-            f"  {'incident':<21} {'group':<8} {'started':>8} {'time to open':>13} "
+            f"  {'incident':<21} {'group':<9} {'started':>8} {'time to open':>13} "
             f"{'time to recover':>16}\n"
         )
         for r in summary.incidents:
             w(
-                f"  {r.name:<21} {r.group:<8} {f't=+{r.started:.1f}s':>8} "
+                f"  {r.name:<21} {r.group:<9} {f't=+{r.started:.1f}s':>8} "
                 f"{_seconds(r.time_to_open):>13} {_seconds(r.time_to_recover):>16}\n"
             )
         w(

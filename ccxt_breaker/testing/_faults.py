@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._state import GROUPS, Group
+from ._state import GROUPS, WS_GROUPS, Group
 
 __all__ = [
     "KINDS",
@@ -53,6 +53,8 @@ FaultKind = Literal[
     "html",
     "empty",
     "hold",
+    "ws_drop",
+    "ws_silence",
 ]
 
 _CLOUDFLARE = {
@@ -121,6 +123,7 @@ class Fault:
     delay: float = 0.0
     applied: bool = False
     gate: asyncio.Event | None = field(default=None, compare=False, repr=False)
+    after: int = 0  # ws_drop and ws_silence: messages the socket sends first
 
     @classmethod
     def http(cls, status: int, *, headers: Mapping[str, str] | None = None) -> Fault:
@@ -201,6 +204,23 @@ class Fault:
         in flight."""
         return cls("hold", gate=asyncio.Event())
 
+    @classmethod
+    def ws_drop(cls, after: int = 0) -> Fault:
+        """Websocket only, on the ``connect`` endpoint: accept the dial, send ``after``
+        messages, then drop the socket without a close frame (the client sees 1006)."""
+        if after < 0:
+            raise FieldError("after", "cannot be negative")
+        return cls("ws_drop", after=after)
+
+    @classmethod
+    def ws_silence(cls, after: int = 0) -> Fault:
+        """Websocket only, on the ``connect`` endpoint: accept the dial, send ``after``
+        messages, then stop heartbeats, data and answers on that socket, while still
+        answering pings: a stalled feed that ccxt's own keepalive cannot see."""
+        if after < 0:
+            raise FieldError("after", "cannot be negative")
+        return cls("ws_silence", after=after)
+
     def release(self) -> None:
         """Let the requests a :meth:`hold` fault holds through; its rule is spent."""
         if self.gate is None:
@@ -218,7 +238,7 @@ class FaultRule:
 
     fault: Fault
     endpoint: str | None
-    group: Group | None
+    group: str | None
     times: int | None
     until: float | None
     probability: float
@@ -233,7 +253,7 @@ class FaultRule:
             or (self.fault.gate is not None and self.fault.gate.is_set())
         )
 
-    def covers(self, endpoint: str, group: Group) -> bool:
+    def covers(self, endpoint: str, group: str) -> bool:
         return (self.endpoint is None or self.endpoint == endpoint) and (
             self.group is None or self.group == group
         )
@@ -252,7 +272,7 @@ class Faults:
         fault: Fault,
         *,
         endpoint: str | None = None,
-        group: Group | None = None,
+        group: Group | str | None = None,
         times: int | None = None,
         seconds: float | None = None,
         probability: float = 1.0,
@@ -261,14 +281,17 @@ class Faults:
         """Answer matching requests with ``fault``.
 
         ``endpoint`` is Kraken's name (``"Ticker"``, ``"AddOrder"``, ``"Earn/Allocate"``);
-        ``group`` is one of ``public``, ``private``, ``trading``, ``funding``, ``earn``;
-        with neither, every request matches. The rule lasts for ``times`` faulted
+        ``group`` is one of ``public``, ``private``, ``trading``, ``funding``, ``earn``,
+        or a websocket group, ``ws-public`` or ``ws-private`` (whose endpoints are
+        ``connect``, the dial, and the channel or order method names); with neither,
+        every request matches. The rule lasts for ``times`` faulted
         requests and/or ``seconds`` of the simulator's clock, or until removed. With
         ``probability`` below 1 each matching request is faulted by a coin seeded
         with ``seed``, so a run is reproducible.
         """
-        if group is not None and group not in GROUPS:
-            raise FieldError("group", f"must be one of {', '.join(GROUPS)}, not {group!r}")
+        if group is not None and group not in GROUPS + WS_GROUPS:
+            valid = ", ".join(GROUPS + WS_GROUPS)
+            raise FieldError("group", f"must be one of {valid}, not {group!r}")
         if times is not None and times < 1:
             raise FieldError("times", "must be at least 1")
         if seconds is not None and not seconds > 0:
@@ -304,7 +327,7 @@ class Faults:
     def __len__(self) -> int:
         return len(self._rules)
 
-    def draw(self, endpoint: str, group: Group) -> Fault | None:
+    def draw(self, endpoint: str, group: str) -> Fault | None:
         """The fault for this request, if any, counting it against its rule."""
         now = self._clock()
         self._rules = [r for r in self._rules if not r.spent(now)]
@@ -387,6 +410,8 @@ _KINDS: dict[str, tuple[Callable[..., Fault], dict[str, tuple[_Check, bool]]]] =
     "html": (Fault.html, {}),
     "empty": (Fault.empty, {}),
     "hold": (Fault.hold, {}),
+    "ws_drop": (Fault.ws_drop, {"after": (_integer, False)}),
+    "ws_silence": (Fault.ws_silence, {"after": (_integer, False)}),
 }
 # ... and the rule around it takes the keyword arguments of Faults.add.
 _SCOPE: dict[str, _Check] = {
@@ -452,6 +477,8 @@ def describe_fault(fault: Fault) -> dict[str, Any]:
     elif fault.kind == "too_many_requests":
         retry_after = dict(fault.headers).get("Retry-After")
         described.update(retry_after=retry_after, error=_kraken_message(fault.body))
+    elif fault.kind in ("ws_drop", "ws_silence"):
+        described["after"] = fault.after
     elif fault.kind in ("http", "kraken_error"):
         if fault.kind == "kraken_error":
             described["message"] = _kraken_message(fault.body)

@@ -45,6 +45,7 @@ from ._state import (
     find_market,
     rest_cost,
 )
+from ._websocket import WS_PATHS, WebsocketKraken
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -137,6 +138,7 @@ class KrakenSimulator:
         wall_clock: Callable[[], float] = time.time,
         balances: Mapping[str, str] | None = None,
         seed: int = 0,
+        ws_interval: float = 1.0,
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
@@ -160,6 +162,18 @@ class KrakenSimulator:
         """The fault script: ``sim.faults.add(Fault..., endpoint=..., times=...)``."""
         self.status: SystemStatus = "online"
         """What SystemStatus reports; anything but ``online`` also restricts trading."""
+        self._tokens: dict[str, str] = {}  # websocket token -> API key
+        self.websocket = WebsocketKraken(
+            faults=self.faults,
+            account=self._account,
+            tokens=self._tokens,
+            clock=clock,
+            wall_clock=wall_clock,
+            pause=self._pause,
+            rate_limits=lambda: self.rate_limits,
+            interval=ws_interval,
+        )
+        """The websocket side: ``dials`` per path, open ``connections``, ``interval``."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -171,6 +185,7 @@ class KrakenSimulator:
         app.router.add_route("*", "/0/{section:public|private}/{endpoint:.+}", self._handle)
         app.router.add_route("GET", "/{section:zendesk}/{endpoint:[0-9]+}", self._handle)
         app.router.add_routes(self._control_routes())
+        app.router.add_routes(self.websocket.routes())
         # handler_cancellation stays off (aiohttp's default): a request whose client
         # timed out must still run to completion, as on a real exchange.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -193,6 +208,7 @@ class KrakenSimulator:
             return
         self._closing.set()
         runner, self._runner = self._runner, None
+        await self.websocket.close_all()
         await runner.cleanup()
 
     async def __aenter__(self) -> KrakenSimulator:
@@ -214,6 +230,32 @@ class KrakenSimulator:
         if self._runner is None:
             raise RuntimeError("the simulator is not running; use `async with` or start()")
         return f"http://{self._host}:{self._port}"
+
+    @property
+    def ws_urls(self) -> dict[str, str]:
+        """ccxt.pro kraken's ``urls['api']['ws']``, pointed at this simulator."""
+        base = "ws" + self.url[len("http") :]
+        return {
+            "public": base + "/ws/public",
+            "publicV2": base + "/ws/public/v2",
+            "private": base + "/ws/private",
+            "privateV2": base + "/ws/private/v2",
+        }
+
+    def dials(self, url: str | None = None) -> int:
+        """How many websocket dials reached the server: to one socket (a URL of
+        :attr:`ws_urls`, or its path), or to all."""
+        counts = self.websocket.dials
+        if url is None:
+            return sum(counts.values())
+        path = "/ws/" + url.split("/ws/", 1)[1] if "/ws/" in url else url
+        if path not in WS_PATHS:
+            raise ValueError(f"not a websocket URL of this simulator: {url!r}")
+        return counts.get(path, 0)
+
+    def reset_dials(self) -> None:
+        """Forget the websocket dials counted so far."""
+        self.websocket.dials.clear()
 
     @property
     def control_url(self) -> str:
@@ -242,7 +284,12 @@ class KrakenSimulator:
             "apiKey": key,
             "secret": secret,
             "urls": {
-                "api": {"public": self.url, "private": self.url, "zendesk": f"{self.url}/zendesk"}
+                "api": {
+                    "public": self.url,
+                    "private": self.url,
+                    "zendesk": f"{self.url}/zendesk",
+                    "ws": self.ws_urls,
+                }
             },
         }
 
@@ -388,6 +435,8 @@ class KrakenSimulator:
             web.put(f"{CONTROL_PATH}/status", self._set_status),
             web.get(f"{CONTROL_PATH}/requests", self._list_requests),
             web.delete(f"{CONTROL_PATH}/requests", self._reset_requests),
+            web.get(f"{CONTROL_PATH}/dials", self._list_dials),
+            web.delete(f"{CONTROL_PATH}/dials", self._reset_dials),
         ]
 
     def _active_rules(self) -> list[FaultRule]:
@@ -461,6 +510,14 @@ class KrakenSimulator:
         ]
         return web.json_response({"requests": records})
 
+    async def _list_dials(self, request: web.Request) -> web.Response:
+        return web.json_response({"dials": {p: self.websocket.dials.get(p, 0) for p in WS_PATHS}})
+
+    async def _reset_dials(self, request: web.Request) -> web.Response:
+        removed = self.dials()
+        self.reset_dials()
+        return web.json_response({"removed": removed})
+
     async def _reset_requests(self, request: web.Request) -> web.Response:
         removed = len(self._log)
         self.reset_log()
@@ -520,9 +577,12 @@ class KrakenSimulator:
         elif self.rate_limits and not account.rest.try_add(rest_cost(endpoint), now):
             return _error("EAPI:Rate limit exceeded")
         try:
-            return _envelope(self._private_result(account, endpoint, params))
+            result = self._private_result(account, endpoint, params)
         except KrakenError as exc:
             return _error(exc.message)
+        if endpoint == "GetWebSocketsToken":  # what the private sockets will accept
+            self._tokens[result["token"]] = key
+        return _envelope(result)
 
     def _private_result(self, account: Account, endpoint: str, params: dict[str, str]) -> Any:
         now = self._wall_clock()

@@ -16,6 +16,7 @@ __all__ = [
     "GROUPS",
     "MARKETS",
     "TIERS",
+    "WS_GROUPS",
     "Account",
     "DecayingCounter",
     "Group",
@@ -30,6 +31,8 @@ __all__ = [
 
 Group = Literal["public", "private", "trading", "funding", "earn"]
 GROUPS: tuple[Group, ...] = ("public", "private", "trading", "funding", "earn")
+# the websocket sockets' groups, which fault rules may name beside the REST ones
+WS_GROUPS: tuple[str, ...] = ("ws-public", "ws-private")
 
 # Kraken's REST reference (docs.kraken.com/api, "Spot REST"), section by section.  This
 # table is the simulator's own on purpose: written from the documentation, not taken from

@@ -45,6 +45,7 @@ BAD_VALUES: dict[str, tuple[Any, Any]] = {
     "lockoutDuration": ("15m", math.nan),
     "shadowMode": ("false", 0),
     "historySize": ("1000", -1),
+    "wsStaleAfter": ("30s", 0),
 }
 MILLISECONDS = {
     "resetTimeout",
@@ -52,6 +53,7 @@ MILLISECONDS = {
     "slidingWindowDuration",
     "maxResetTimeout",
     "lockoutDuration",
+    "wsStaleAfter",
 }
 
 
