@@ -416,6 +416,7 @@ class RedisStore:
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._synced: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the listener's
 
     @property
     def status(self) -> str:
@@ -428,7 +429,8 @@ class RedisStore:
         synced = self._synced
         if synced is None:
             synced = self._synced = asyncio.Event()
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            self._loop = asyncio.get_running_loop()
+            self._listener = self._loop.create_task(self._listen())
         return synced.is_set()
 
     async def ready(self) -> None:
@@ -446,6 +448,12 @@ class RedisStore:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            # a thread without a loop (a kill switch's force_open() or reset()): the step
+            # runs on the listener's loop, where its answer arrives as every other does
+            mine = self._loop
+            if mine is not None and not mine.is_closed():
+                step = self._submit(circuit, op, generation, now, args)
+                asyncio.run_coroutine_threadsafe(step, mine)
             return None
         task = loop.create_task(self._submit(circuit, op, generation, now, args))
         self._tasks.add(task)
@@ -717,6 +725,10 @@ class SharedCircuit:
         """Apply a record from the store: a newer generation (after an outage, any other)
         as it is; the same generation only as an open extended in place, or the run of
         failures."""
+        with self.breaker._lock:  # a step may come from a kill switch's thread
+            self._adopt(record, authoritative)
+
+    def _adopt(self, record: Record, authoritative: bool) -> None:
         breaker, m = self.breaker, self.breaker._machine
         clock = breaker._clock
         now, wall = clock.monotonic(), clock.time()

@@ -159,6 +159,18 @@ async def test_reset_is_shared(make: Make, store_url: str) -> None:
     await state_everywhere("private", "closed", a, b)
 
 
+async def test_a_kill_switch_in_another_thread_is_shared(make: Make, store_url: str) -> None:
+    """force_open() and reset() called from a thread without an event loop (a kill switch)
+    reach every sharing instance, as from the loop."""
+    a, b = make(store_url), make(store_url)
+    await a.load_markets()  # the stores listen from the first call on
+    await b.load_markets()
+    breaker = a.circuit_breakers["trading"]
+    for steer, state in ((breaker.force_open, "open"), (breaker.reset, "closed")):
+        await asyncio.to_thread(steer)
+        await state_everywhere("trading", state, a, b)
+
+
 # --- semantics 2: consecutive failures are counted across instances -------------------
 
 
