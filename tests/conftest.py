@@ -51,8 +51,19 @@ async def build(clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
     await asyncio.gather(*(exchange.close() for exchange in made))
 
 
+@pytest.fixture
+def redis_url(redis_session_url: str) -> str:
+    """The session's redis-server, its database emptied first: a circuit an earlier test
+    left open must not leak into this one (CI also runs pytest several times against one
+    server, and a forced open outlives a run)."""
+    import redis
+
+    redis.Redis.from_url(redis_session_url, socket_timeout=5).flushdb()
+    return redis_session_url
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_session_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the session: CCXT_BREAKER_REDIS_URL's (CI starts one), or
     one started here when the binary is on PATH."""
     url = os.environ.get("CCXT_BREAKER_REDIS_URL")
