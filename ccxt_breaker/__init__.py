@@ -1,8 +1,9 @@
-"""Per-endpoint-group circuit breakers for ccxt's async Kraken client.
+"""Per-endpoint-group circuit breakers for ccxt's Kraken clients (async, pro and sync).
 
-Use ``ccxt_breaker.kraken`` in place of ``ccxt.async_support.kraken``, or call
-``ccxt_breaker.install()`` once and set ``options['circuitBreaker']`` in a plain ccxt
-config.  See the README for the configuration keys and the verdict table.
+Use ``ccxt_breaker.kraken`` in place of ``ccxt.async_support.kraken`` (``.pro.kraken``
+and ``.sync.kraken`` for the others), or call ``ccxt_breaker.install()`` once and set
+``options['circuitBreaker']`` in a plain ccxt config.  See the README for the
+configuration keys and the verdict table.
 """
 
 import importlib as _importlib
