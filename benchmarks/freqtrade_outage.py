@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 PAIRS = ["BTC/USD", "ETH/USD"]
-# The README's recipe for freqtrade's public group (see "freqtrade" there): one probe per
-# pair, a fixed 5 s open time (a grown one would delay the first candle after an outage by
-# as much), and one good probe closes.
+# The README's recipe (see "freqtrade" there): the two clients share their circuits; for the
+# public group, one probe per pair, a fixed 5 s open time (a grown one would delay the first
+# candle after an outage by as much), and one good probe closes.
 RECIPE: dict[str, Any] = {
+    "sharedState": "process",  # freqtrade's sync and async clients: one set of circuits
     "groups": {
         "public": {
             "failureThreshold": 3,
@@ -54,7 +55,7 @@ RECIPE: dict[str, Any] = {
             "resetTimeout": 5000,
             "resetTimeoutMultiplier": 1,
         }
-    }
+    },
 }
 STRATEGY = '''
 from freqtrade.strategy import IStrategy
@@ -338,6 +339,13 @@ def main() -> int:
             f"{sent} public requests during the outage (at most {bound}, and fewer "
             f"than plain freqtrade's {sum(plain.during.values())})"
         )
+    # both clients got breakers, and an open on one reached the other through the store
+    guarded_log = "\n".join(guarded.log)
+    for client in ("ccxt.kraken (sync) gets circuit breakers", "ccxt.pro.kraken gets circuit"):
+        if client not in guarded_log:
+            failures.append(f"no {client.split(' gets')[0]} client with breakers in the log")
+    if "circuit 'public' closed -> open (consecutive failures (shared))" not in guarded_log:
+        failures.append("the public circuit's open did not reach freqtrade's other client")
     slowest = max((r for r in guarded.recovery.values() if r is not None), default=None)
     base = max((r for r in plain.recovery.values() if r is not None), default=0.0)
     limit = 2 * base + public["resetTimeout"] / 1000 + 1.5  # + one of freqtrade's loops

@@ -160,12 +160,13 @@ def _build_registry(exchange: Any, raw: Any, *, default_on: bool) -> BreakerRegi
     )
     if settings is None:
         return None
-    if settings.shared_state is not None and not isinstance(exchange, Exchange):
-        # the shared store runs on an event loop, which a sync client's threads lack
+    shared = settings.shared_state
+    if shared is not None and shared.url != "process" and not isinstance(exchange, Exchange):
+        # Redis is reached from an event loop, which a sync client's threads lack
         raise ValueError(
-            f"options['circuitBreaker']['sharedState'] is not supported on sync ccxt "
-            f"({type(exchange).__name__}) yet: remove it from this exchange's config (its "
-            "breakers then work on their own), or use ccxt.async_support.kraken"
+            f"options['circuitBreaker']['sharedState'] on Redis is not supported on sync "
+            f'ccxt ({type(exchange).__name__}) yet: use "process" to share with the other '
+            "instances of this process, or remove it (the breakers then work on their own)"
         )
     registry = BreakerRegistry(
         settings,
@@ -512,6 +513,9 @@ class SyncBreakerMixin(_Hooked):
             held, call.permit = call.permit, None
             try:
                 permit = breaker._admit(counters, route.endpoint, held)
+                shared = breaker._shared
+                if permit != held and shared is not None and shared.asks():
+                    permit = shared.admit_now(permit, counters, route.endpoint)
             except CircuitOpenError as refused:
                 call.refusal = refused
                 raise
@@ -532,9 +536,14 @@ class SyncBreakerMixin(_Hooked):
         if call is not None and call.error is not None and call.refusal is None:
             route = call.route
             assert route.breaker is not None
-            with route.breaker._lock:
+            breaker = route.breaker
+            with breaker._lock:
                 try:
-                    call.permit = route.breaker._admit(call.counters, route.endpoint, call.permit)
+                    permit = breaker._admit(call.counters, route.endpoint, call.permit)
+                    shared = breaker._shared
+                    if permit != call.permit and shared is not None and shared.asks():
+                        permit = shared.admit_now(permit, call.counters, route.endpoint)
+                    call.permit = permit
                 except CircuitOpenError as refused:
                     call.refusal = refused
         if call is not None and call.refusal is not None:

@@ -75,8 +75,15 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         self._clock: Clock = settings.clock if settings else SystemClock()
         self._name = settings.name if settings else None
         self._breakers: dict[str, CircuitBreaker] = {}
-        # one lock for all: a limit's scope trips several breakers in one step
-        self._lock = threading.RLock()
+        self._store: Store | None = None
+        shared = settings.shared_state if settings else None
+        # the key is hashed here and never kept: the hash names the keyed circuits
+        key = key_id(exchange_id, api_key)
+        if shared is not None:
+            self._store = open_store(shared, shared.namespace or f"{exchange_id}-{key}")
+        # one lock for all: a limit's scope trips several breakers in one step (and with
+        # state shared in the process, one for every instance of the namespace)
+        self._lock = (self._store and self._store.lock) or threading.RLock()
         if settings is not None:
             for group in names:
                 config = settings.for_group(group)
@@ -90,12 +97,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                         name=self._name,
                         lock=self._lock,
                     )
-        self._store: Store | None = None
-        shared = settings.shared_state if settings else None
-        if shared is not None:
-            # the key is hashed here and never kept: the hash names the keyed circuits
-            key = key_id(exchange_id, api_key)
-            store = self._store = open_store(shared, shared.namespace or f"{exchange_id}-{key}")
+        store = self._store
+        if store is not None:
             for group, breaker in self._breakers.items():
                 breaker._shared = SharedCircuit(store, circuit_name(group, key), breaker)
                 store.attach(breaker._shared)

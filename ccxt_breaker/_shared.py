@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,6 +137,17 @@ class Store(Protocol):
         """Run ``op`` on ``circuit``; the answer is also delivered to the attached circuits.
         ``None`` when nothing was sent (degraded, or no event loop); a future that ends in
         ``None`` when the store failed. Never raises."""
+
+    def step_now(
+        self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
+    ) -> Record | None:
+        """Run ``op`` at once and return its answer, for a caller without an event loop (a
+        sync client's thread); ``None`` when this store cannot answer at once."""
+
+    @property
+    def lock(self) -> threading.RLock | None:
+        """The lock that every breaker sharing through this store takes, or ``None`` for a
+        lock per instance."""
 
     async def close(self) -> None:
         """Stop listening and release connections."""
@@ -314,6 +326,10 @@ class _Space:
         self.records: dict[str, dict[str, Any]] = {}
         self.probes: dict[str, list[float]] = {}
         self.stores: weakref.WeakSet[ProcessStore] = weakref.WeakSet()
+        # The breakers of every instance in the namespace take this one lock: a step
+        # applies to all of them at once, from whichever thread made it (a sync client's,
+        # or the event loop's), so one lock keeps them from deadlocking on each other.
+        self.lock = threading.RLock()
 
 
 _SPACES: weakref.WeakValueDictionary[str, _Space] = weakref.WeakValueDictionary()
@@ -344,9 +360,24 @@ class ProcessStore:
     async def ready(self) -> None:
         pass
 
+    @property
+    def lock(self) -> threading.RLock:
+        return self._space.lock
+
     def submit(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
     ) -> asyncio.Future[Record | None] | None:
+        record = self.step_now(circuit, op, generation, now, args)
+        try:
+            future = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            return None
+        future.set_result(record)
+        return future
+
+    def step_now(
+        self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
+    ) -> Record:
         space = self._space
         fields = space.records.get(circuit)
         if fields is None or fields["g"] < generation:
@@ -364,12 +395,7 @@ class ProcessStore:
             mine = self._circuits.get(circuit)
             if mine is not None:
                 mine.adopt(record)
-        try:
-            future = asyncio.get_running_loop().create_future()
-        except RuntimeError:
-            return None
-        future.set_result(record)
-        return future
+        return record
 
     async def close(self) -> None:
         self._space.stores.discard(self)
@@ -421,6 +447,13 @@ class RedisStore:
     @property
     def status(self) -> str:
         return self._status
+
+    lock = None  # each instance's own: Redis delivers steps on the event loop, one at a time
+
+    def step_now(
+        self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
+    ) -> Record | None:
+        return None  # a round trip needs the event loop
 
     def attach(self, circuit: SharedCircuit) -> None:
         self._circuits[circuit.name] = circuit
@@ -699,6 +732,31 @@ class SharedCircuit:
                 self._grants += 1
                 return permit
             self._give_back(future)
+        breaker._release(permit)
+        if m.state is HALF_OPEN:  # every probe is out elsewhere
+            return breaker._refuse(counters, endpoint, PROBE_WAIT)
+        return breaker._admit(counters, endpoint)  # closed or open since: judged again
+
+    def admit_now(self, permit: int, counters: Counters, endpoint: str | None) -> int:
+        """:meth:`admit` for a caller without an event loop (a sync client's thread, holding
+        the breaker's lock), through a store that answers at once; with one that cannot,
+        the local permit alone decides."""
+        breaker, m = self.breaker, self.breaker._machine
+        if m.state is not HALF_OPEN or permit == _SHADOW:
+            return permit
+        limit = (breaker.config.half_open_max_calls,)
+        record = self.store.step_now(self.name, "probe", self.generation, self.wall(), limit)
+        if record is None:
+            return permit
+        if record.granted:
+            if permit == m.generation:
+                if self._grant_generation != permit:
+                    self._grant_generation, self._grants = permit, 0
+                self._grants += 1
+                return permit
+            self.store.step_now(
+                self.name, "done", record.generation, self.wall(), ("release", 1, 0, 0.0, "", "")
+            )
         breaker._release(permit)
         if m.state is HALF_OPEN:  # every probe is out elsewhere
             return breaker._refuse(counters, endpoint, PROBE_WAIT)

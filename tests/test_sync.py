@@ -132,17 +132,21 @@ def test_fifty_threads_in_half_open_send_exactly_the_permitted_probes(served: Si
 
 
 def _probe_from_threads(served: Simulator, exchange: Any, threads: int, held: int) -> list[str]:
-    """``fetch_time()`` from ``threads`` threads at once while the server holds every
-    request; once ``threads - held`` were refused and ``held`` reached the server, the
-    server answers. Returns each thread's outcome: 'answered' or 'refused'."""
+    """``fetch_time()`` from ``threads`` threads at once (through ``exchange``, or in turn
+    through each of a list of them) while the server holds every request; once
+    ``threads - held`` were refused and ``held`` reached the server, the server answers.
+    Returns each thread's outcome: 'answered' or 'refused'."""
     gate = Fault.hold()
     served.run(lambda: served.sim.faults.add(gate, endpoint="Time"))
     start = threading.Barrier(threads)
+    exchanges = exchange if isinstance(exchange, list) else [exchange]
+    turn = iter(range(threads))
 
     def probe() -> str:
+        mine = exchanges[next(turn) % len(exchanges)]
         start.wait()
         try:
-            exchange.fetch_time()
+            mine.fetch_time()
         except CircuitOpenError:
             return "refused"
         return "answered"
@@ -299,16 +303,71 @@ def test_steering_from_another_thread_is_seen_by_the_calling_threads(served: Sim
     assert served.run(lambda: served.sim.count("AddOrder")) == 1
 
 
-def test_shared_state_on_a_sync_client_is_refused_at_construction() -> None:
-    """sharedState is not supported on sync ccxt yet: building one with it fails, saying so."""
-    with pytest.raises(ValueError, match=r"\['sharedState'\] is not supported on sync ccxt"):
-        ccxt_breaker.sync.kraken({"options": {"circuitBreaker": {"sharedState": "process"}}})
+def test_redis_shared_state_on_a_sync_client_is_refused_at_construction() -> None:
+    """sharedState on Redis is not supported on sync ccxt yet: building one with it fails,
+    saying so and naming "process"."""
+    redis_url = {"sharedState": "redis://127.0.0.1:1/0"}
+    with pytest.raises(ValueError, match=r"\['sharedState'\] on Redis is not supported on sync"):
+        ccxt_breaker.sync.kraken({"options": {"circuitBreaker": redis_url}})
     ccxt_breaker.install()
     try:
-        with pytest.raises(ValueError, match="not supported on sync ccxt"):
-            ccxt.kraken({"options": {"circuitBreaker": {"sharedState": "process"}}})
+        with pytest.raises(ValueError, match='use "process"'):
+            ccxt.kraken({"options": {"circuitBreaker": redis_url}})
     finally:
         ccxt_breaker.uninstall()
+
+
+def test_a_sync_and_an_async_client_on_one_key_share_their_circuits(served: Simulator) -> None:
+    """With sharedState "process", failures of a sync and an async client on one key count
+    together, and the circuit they open refuses both, unsent (freqtrade's two clients)."""
+    options = {"failureThreshold": 3, "sharedState": "process"}
+    config = {**served.sim.ccxt_config(), "enableRateLimit": False, "timeout": 5000}
+    sync = sync_kraken(served, **options)
+
+    async def scenario() -> None:
+        async_ = ccxt_breaker.kraken({**config, "options": {"circuitBreaker": options}})
+        try:
+            fail(served, "Time")
+            for _ in range(2):
+                with pytest.raises(ccxt.ExchangeNotAvailable):
+                    await async_.publicGetTime()
+            with pytest.raises(ccxt.ExchangeNotAvailable):
+                sync.publicGetTime()  # the third failure, on the other client
+            assert async_.circuit_breakers["public"].state == "open"
+            assert sync.circuit_breakers["public"].state == "open"
+            sent = served.run(lambda: served.sim.count("Time"))
+            with pytest.raises(CircuitOpenError):
+                await async_.publicGetTime()
+            with pytest.raises(CircuitOpenError):
+                sync.publicGetTime()
+            assert served.run(lambda: served.sim.count("Time")) == sent == 3
+            sync.circuit_breakers["public"].reset()  # and back, from the sync side
+            assert async_.circuit_breakers["public"].state == "closed"
+        finally:
+            await async_.close()
+
+    asyncio.run(scenario())
+
+
+def test_threads_of_two_sync_clients_share_the_half_open_probes(served: Simulator) -> None:
+    """With sharedState "process", 50 threads calling through two sync clients on one key
+    send exactly halfOpenMaxCalls probes between them."""
+    clock = FakeClock()
+    options = {"failureThreshold": 1, "halfOpenMaxCalls": 3, "successThreshold": 3}
+    first = sync_kraken(served, clock, sharedState="process", **options)
+    second = sync_kraken(served, clock, sharedState="process", **options)
+    fail(served, "Time", times=1)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        first.fetch_time()
+    assert second.circuit_breakers["public"].state == "open"
+    clock.advance(3600)
+    outcomes = _probe_from_threads(served, [first, second], 50, held=3)
+    assert outcomes.count("answered") == 3
+    assert served.run(lambda: served.sim.count("Time")) == 1 + 3
+    assert (first.circuit_breakers["public"].state, second.circuit_breakers["public"].state) == (
+        "closed",
+        "closed",
+    )
 
 
 # --- install() and the mixin ------------------------------------------------------------
