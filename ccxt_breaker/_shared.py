@@ -725,17 +725,11 @@ class SharedCircuit:
             raise
         if record is None:  # the store failed: the local permit alone decides
             return permit
+        if record.granted and permit == m.generation:
+            return self._granted(permit)
         if record.granted:
-            if permit == m.generation:
-                if self._grant_generation != permit:
-                    self._grant_generation, self._grants = permit, 0
-                self._grants += 1
-                return permit
             self._give_back(future)
-        breaker._release(permit)
-        if m.state is HALF_OPEN:  # every probe is out elsewhere
-            return breaker._refuse(counters, endpoint, PROBE_WAIT)
-        return breaker._admit(counters, endpoint)  # closed or open since: judged again
+        return self._denied(permit, counters, endpoint)
 
     def admit_now(self, permit: int, counters: Counters, endpoint: str | None) -> int:
         """:meth:`admit` for a caller without an event loop (a sync client's thread, holding
@@ -748,17 +742,27 @@ class SharedCircuit:
         record = self.store.step_now(self.name, "probe", self.generation, self.wall(), limit)
         if record is None:
             return permit
-        if record.granted:
-            if permit == m.generation:
-                if self._grant_generation != permit:
-                    self._grant_generation, self._grants = permit, 0
-                self._grants += 1
-                return permit
+        if record.granted and permit == m.generation:
+            return self._granted(permit)
+        if record.granted:  # granted too late: the circuit moved meanwhile
             self.store.step_now(
                 self.name, "done", record.generation, self.wall(), ("release", 1, 0, 0.0, "", "")
             )
+        return self._denied(permit, counters, endpoint)
+
+    def _granted(self, permit: int) -> int:
+        """Keep a shared probe permit the store granted for ``permit``."""
+        if self._grant_generation != permit:
+            self._grant_generation, self._grants = permit, 0
+        self._grants += 1
+        return permit
+
+    def _denied(self, permit: int, counters: Counters, endpoint: str | None) -> int:
+        """No shared probe permit: the local one goes back, and the call is refused or,
+        if the circuit moved meanwhile, judged again."""
+        breaker = self.breaker
         breaker._release(permit)
-        if m.state is HALF_OPEN:  # every probe is out elsewhere
+        if breaker._machine.state is HALF_OPEN:  # every probe is out elsewhere
             return breaker._refuse(counters, endpoint, PROBE_WAIT)
         return breaker._admit(counters, endpoint)  # closed or open since: judged again
 
