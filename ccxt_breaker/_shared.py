@@ -206,7 +206,7 @@ def _step(
             if until > rec["u"] or forced > rec["f"]:
                 rec.update(u=max(rec["u"], until), f=max(rec["f"], forced))
                 changed = True
-        elif current:
+        elif current or forced:  # force_open() is an order: it wins whatever it saw
             enter("open", until, forced, reason, cause)
     elif op == "reset":
         enter("closed", 0.0, 0, "reset", "")
@@ -269,7 +269,7 @@ elseif op == 'open' then
     if deadline > rec.u or forced > rec.f then
       rec.u = math.max(rec.u, deadline); rec.f = math.max(rec.f, forced); changed = true
     end
-  elseif current then
+  elseif current or forced == 1 then
     enter('open', deadline, forced, ARGV[8], ARGV[9])
   end
 elseif op == 'reset' then

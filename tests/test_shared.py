@@ -500,7 +500,7 @@ async def test_a_denied_probe_is_refused_locally_and_counted(clock: FakeClock) -
 
 async def test_a_stale_update_loses(store_url: str, namespace: str) -> None:
     """A step carrying an older generation changes nothing: a late failure, a late open
-    or a late probe result from a slow process loses."""
+    or a late probe result from a slow process loses; a forced open (an order) wins."""
     store = open_store(SharedState(store_url, namespace, 1.0), namespace)
     try:
 
@@ -524,6 +524,15 @@ async def test_a_stale_update_loses(store_url: str, namespace: str) -> None:
             assert (late.generation, late.state, late.failures) == (2, "closed", 0)
         current = await step("fail", 2, 1, 3000.0, "", "")
         assert (current.generation, current.state, current.until) == (3, "open", 3000.0)
+        closed = await step("reset", 3)
+        # force_open() is an order, not news: sent before its instance saw the reset, it wins
+        forced = await step("open", 3, 0.0, 1, "forced open", "")
+        assert (closed.generation, forced.generation, forced.state, forced.forced) == (
+            4,
+            5,
+            "open",
+            True,
+        )
     finally:
         await store.close()
 
