@@ -2,6 +2,7 @@
 
     python benchmarks/run.py             # full run (a few minutes on 2 cores)
     python benchmarks/run.py --quick     # CI smoke mode: seconds, no timing verdicts
+    python benchmarks/run.py --only P1 --baseline REF   # P1 against this package at REF
 
 Every timed comparison is interleaved: each round runs one short block of every variant,
 in a freshly shuffled order, with the garbage collector off inside the blocks, and a
@@ -11,6 +12,8 @@ drift therefore hits all variants of a round alike.
 P1  closed path through the full ccxt stack (request -> fetch2 -> sign -> fetch ->
     on_rest_response -> parse -> handle_errors); only the aiohttp session is replaced by an
     in-memory fake. The anchor is plain ccxt with each call in purgatory's ``async with``.
+    With ``--baseline REF``, this package as it was at git REF runs in the same rounds
+    (imported beside it as ``ccxt_breaker_baseline``): a change's cost, free of drift.
 P2  guard overhead around a trivial coroutine, against pybreaker, aiobreaker, purgatory
     and circuitbreaker (the ``bench`` extra).
 P3  cost and memory of a rejected call.
@@ -31,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
 import contextvars
 import gc
 import importlib.metadata
+import importlib.util
 import inspect
+import io
 import json
 import logging
 import math
@@ -48,11 +54,15 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import traceback
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import ccxt
@@ -411,7 +421,31 @@ def purgatory_wrapped(factory: Any, circuit: str, fn: Call) -> Call:
     return call
 
 
-async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
+def load_baseline(ref: str) -> ModuleType:
+    """This package as it was at git ``ref``, imported as ``ccxt_breaker_baseline``."""
+    root = Path(HERE).parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "ccxt_breaker"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    where = Path(tempfile.mkdtemp(prefix="ccxt_breaker_baseline_")) / "ccxt_breaker"
+    atexit.register(shutil.rmtree, where.parent, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where.parent, filter="data")
+    # its own imports are relative, so it loads under another name beside this one
+    spec = importlib.util.spec_from_file_location(
+        "ccxt_breaker_baseline", where / "__init__.py", submodule_search_locations=[str(where)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def p1_closed_path(report: Report, rounds: int, n: int, baseline: str = "") -> None:
     report.section(f"P1 closed path, full ccxt stack, fake session ({rounds} rounds x {n} calls)")
     plain = ccxt.async_support.kraken(config(FakeSession()))
     bare = BareKraken(config(FakeSession()))
@@ -442,6 +476,9 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
         "install(), no flag": no_flag,
         "install(), flag on": flag,
     }
+    at_baseline = f"ccxt_breaker.kraken at {baseline}"
+    if baseline:
+        variants[at_baseline] = load_baseline(baseline).kraken(config(FakeSession()))
     # endpoint: (ccxt method, the circuit a purgatory user would name for it)
     endpoints = {
         "public Time": ("publicGetTime", "kraken-public"),
@@ -478,7 +515,10 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
 
     times = await interleave(blocks, rounds)
     # the calls went through the breakers: what was timed is the hook, not a bypass
-    for exchange in (breaker, other_open, flag, observed):
+    checked = [breaker, other_open, flag, observed]
+    if baseline:
+        checked.append(variants[at_baseline])
+    for exchange in checked:
         sent = {group: b.snapshot()["calls"] for group, b in exchange.circuit_breakers.items()}
         assert sent["public"] > 0, f"calls missed the breakers: {sent}"
         assert sent["private"] > 0, f"calls missed the breakers: {sent}"
@@ -533,6 +573,17 @@ async def p1_closed_path(report: Report, rounds: int, n: int) -> None:
             "≈ 1.00 (≤ 1.02)",
             med <= 1.02,
         )
+        if baseline:
+            med = statistics.median(
+                ratios(times, f"{endpoint}|ccxt_breaker.kraken", f"{endpoint}|{at_baseline}")
+            )
+            report.judge(
+                "P1",
+                f"{endpoint}: this tree / at {baseline}",
+                f"{med:.3f}",
+                "≈ 1.00 (≤ 1.02)",
+                med <= 1.02,
+            )
         if f"{endpoint}|{anchor}" in times:
             compared.append(p1_against_anchor(times, endpoint, anchor, n))
     if compared:
@@ -1504,7 +1555,7 @@ async def main(args: argparse.Namespace) -> Report:
     soak = 10_000 if quick else 100_000
     levels, scale_rounds = [1, 100, 1000, 10_000], 1 if quick else max(3, rounds // 40)
     parts = [  # made at once and awaited in turn; a part that raises ends only itself
-        ("P1", p1_closed_path(report, rounds, 20 if quick else 200)),
+        ("P1", p1_closed_path(report, rounds, 20 if quick else 200, args.baseline)),
         ("P2", p2_guard(report, rounds, 200 if quick else 2000)),
         ("P3", p3_rejection(report, rounds, 50 if quick else 500, soak)),
         ("P4", p4_queue(report, 1 if quick else 5, 2.0 if quick else 20.0)),
@@ -1535,6 +1586,9 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the interleaved blocks")
     parser.add_argument("--seed", type=int, default=None, help="seed of the block order")
     parser.add_argument("--only", default="", help="run only these parts, e.g. P1,P7")
+    parser.add_argument(
+        "--baseline", default="", metavar="REF", help="P1 also against this package at git REF"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--storm", choices=sorted(STORM_BOTS), help=argparse.SUPPRESS)
     parser.add_argument("--storm-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
