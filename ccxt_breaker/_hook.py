@@ -203,18 +203,34 @@ class _Hooked(_Base):  # type: ignore[misc]
         self._circuit_breakers = _build_registry(self, _raw_option(self), default_on=True)
 
     def __copy__(self) -> Any:
-        # copy.copy's own steps, made explicit so the copy is known to the breakers it
-        # shares: its credentials are then scrubbed from their messages too.
+        # copy.copy shares every attribute, the breakers too; the copy is made known to
+        # them, so that its credentials are scrubbed from their messages as well.
         cls = type(self)
         twin = cls.__new__(cls)
-        state: Any = self.__getstate__()
-        if hasattr(twin, "__setstate__"):
-            twin.__setstate__(state)
-        else:
-            twin.__dict__.update(state)
+        twin.__dict__.update(self.__dict__)
         if self._circuit_breakers is not None:
             self._circuit_breakers._adopt(twin)
         return twin
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # pickle and copy.deepcopy, which plain ccxt instances support: the copy gets
+        # breakers of its own, built from its options as a new instance's are (closed;
+        # with sharedState, joined to the same circuits). A class install() made is named
+        # by the class it was made from, which the loading process can import.
+        state = dict(self.__dict__)
+        for key in _REGISTRY_KEYS:
+            if key in state:
+                state[key] = None
+        cls = type(self)
+        return _rebuilt, (cls.__dict__.get("_guarded_from", cls),), state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        made_by_install = "_guarded_from" in type(self).__dict__
+        registry = _build_registry(self, _raw_option(self), default_on=not made_by_install)
+        for key in _REGISTRY_KEYS:
+            if key in state:
+                setattr(self, key, registry)
 
     @property
     def circuit_breakers(self) -> BreakerRegistry:
@@ -251,6 +267,17 @@ class _Hooked(_Base):  # type: ignore[misc]
             request_headers,
             request_body,
         )
+
+
+# where an instance holds its registry: the hook's own name, and ccxt's camelCase copy of it
+_REGISTRY_KEYS = ("_circuit_breakers", "circuitBreakers")
+
+
+def _rebuilt(cls: type) -> Any:
+    """An empty instance of ``cls`` with the hook, for pickle and deepcopy to fill through
+    ``_Hooked.__setstate__``."""
+    hooked: Any = cls if issubclass(cls, _Hooked) else _guarded(cls)
+    return hooked.__new__(hooked)
 
 
 def _check_bases(cls: type, mixin: type, base: type, kind: str) -> None:
@@ -578,7 +605,11 @@ def _guarded(cls: type) -> type:
             from ._ws import WebsocketMixin
 
             bases = (WebsocketMixin, *bases)
-        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "_guarded_from": cls,  # what pickle names it by: a class made here has no name
+        }
         guarded = _GUARDED[cls] = type(cls.__name__, bases, namespace)
     return guarded
 

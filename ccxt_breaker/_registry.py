@@ -135,6 +135,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     def __len__(self) -> int:
         return len(self._breakers)
 
+    def __reduce__(self) -> Any:
+        # what breakers guard, and what they share, is their exchange's: only it can build
+        # them again (a deepcopy or pickle of the exchange does)
+        raise TypeError(
+            "circuit breakers are not pickled or copied apart from their exchange: pickle or "
+            "deepcopy the exchange, and its copy builds breakers of its own from its options"
+        )
+
     def __repr__(self) -> str:
         states = ", ".join(f"{name}={b.state.value}" for name, b in self._breakers.items())
         return f"<BreakerRegistry {states}>" if states else "<BreakerRegistry>"

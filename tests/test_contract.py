@@ -3,7 +3,8 @@
 Each test is one of the contract breaks the first version had (issue #12, cases 1-9 and
 11; case 10 is in test_verdicts.py): a bot subclasses the class, patches it, copies it,
 wraps its methods, cancels it or shuts down with a call in flight.  Each failed on the
-hook that read ccxt's frames and wrote a shortcut into the instance.
+hook that read ccxt's frames and wrote a shortcut into the instance.  Case 12 came later:
+pickle and deepcopy, which plain ccxt instances support, failed on the breakers' lock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import asyncio
 import contextvars
 import copy
 import hashlib
+import pickle
+import subprocess
+import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -19,10 +23,13 @@ from unittest import mock
 
 import ccxt
 import ccxt.async_support
+import ccxt.pro
 import pytest
 from ccxt.async_support.base.exchange import Exchange
 
 import ccxt_breaker
+import ccxt_breaker.pro
+import ccxt_breaker.sync
 from ccxt_breaker._hook import BreakerMixin
 from ccxt_breaker.testing import FakeClock, Fault, KrakenSimulator
 
@@ -318,3 +325,101 @@ async def test_a_call_closed_from_another_context_at_shutdown(
     assert (breaker.state, breaker.snapshot()["half_open_in_flight"]) == ("half_open", 0)
     await exchange.publicGetTime()  # the next call is admitted as the probe
     await exchange.close()
+
+
+class PicklableBot(ccxt_breaker.kraken):  # type: ignore[misc]
+    """A bot's own subclass, at module level so that pickle can name it."""
+
+
+def _flagged(cls: Any) -> Any:
+    """``cls`` built under install() with the flag and a non-default public threshold."""
+    ccxt_breaker.install()
+    try:
+        return cls({"options": {"circuitBreaker": {"groups": {"public": {"failureThreshold": 2}}}}})
+    finally:
+        ccxt_breaker.uninstall()
+
+
+def _repickled(exchange: Any) -> Any:
+    return pickle.loads(pickle.dumps(exchange))
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _repickled], ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: ccxt_breaker.kraken(), id="drop-in"),
+        pytest.param(lambda: ccxt_breaker.sync.kraken(), id="sync drop-in"),
+        pytest.param(lambda: ccxt_breaker.pro.kraken(), id="pro drop-in"),
+        pytest.param(lambda: PicklableBot(), id="subclass"),
+        pytest.param(lambda: _flagged(ccxt.async_support.kraken), id="install()"),
+        pytest.param(lambda: _flagged(ccxt.kraken), id="install() sync"),
+        pytest.param(lambda: _flagged(ccxt.pro.kraken), id="install() pro"),
+    ],
+)
+def test_a_deep_copy_gets_breakers_of_its_own(build: Any, clone: Any) -> None:
+    """Case 12: pickle and deepcopy work as on plain ccxt; the copy's breakers are new and
+    closed, built from the same options, and the original's stay as they were."""
+    original = build()
+    original.circuit_breakers["public"].force_open()
+    twin = clone(original)
+    assert type(twin) is type(original)
+    registry = twin.circuit_breakers
+    assert registry is not original.circuit_breakers
+    assert twin.circuitBreakers is registry  # ccxt's camelCase name is the same object
+    assert list(registry) == list(original.circuit_breakers)
+    for group, breaker in registry.items():
+        assert breaker.config == original.circuit_breakers[group].config
+        assert breaker.state == "closed"
+    assert original.circuit_breakers["public"].state == "open"
+    original.circuit_breakers["public"].reset()
+
+
+async def test_a_deep_copy_guards_its_own_calls(sim: KrakenSimulator, clock: FakeClock) -> None:
+    """Case 12: a deepcopy's breakers guard the copy's calls, apart from the original's."""
+    original = make_exchange(sim, clock)
+    twin = copy.deepcopy(original)
+    twin.circuit_breakers["public"].force_open()
+    with pytest.raises(ccxt_breaker.CircuitOpenError):
+        await twin.fetch_time()
+    assert await original.fetch_time() > 0
+    await original.close()
+    await twin.close()
+    assert [r.endpoint for r in sim.requests] == ["Time"]
+    assert original.circuit_breakers["public"].snapshot()["rejected"] == 0
+
+
+def test_a_deep_copy_with_shared_state_joins_the_same_circuits() -> None:
+    """Case 12: with sharedState, a deepcopy's new breakers share the original's circuits."""
+    original = ccxt_breaker.sync.kraken(
+        {"apiKey": "deep-copy-key", "options": {"circuitBreaker": {"sharedState": "process"}}}
+    )
+    twin = copy.deepcopy(original)
+    assert twin.circuit_breakers is not original.circuit_breakers
+    original.circuit_breakers["private"].force_open()
+    assert twin.circuit_breakers["private"].state == "open"
+    twin.circuit_breakers["private"].reset()
+    assert original.circuit_breakers["private"].state == "closed"
+
+
+def test_an_instance_install_made_unpickles_with_breakers_where_install_never_ran() -> None:
+    """Case 12: a pickled install() instance loads by its ccxt class name in a fresh process
+    that never called install(), and has its breakers there."""
+    data = pickle.dumps(_flagged(ccxt.async_support.kraken))
+    code = (
+        "import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(e).__module__, e.circuit_breakers['public'].config.failure_threshold)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], input=data, capture_output=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout.decode().split() == ["ccxt.async_support.kraken", "2"]
+
+
+def test_breakers_alone_refuse_to_pickle_and_say_what_to_copy() -> None:
+    """Case 12: a registry alone raises TypeError naming the exchange as what to copy."""
+    registry = ccxt_breaker.kraken().circuit_breakers
+    for clone in (copy.deepcopy, _repickled):
+        with pytest.raises(TypeError, match="pickle or deepcopy the exchange"):
+            clone(registry)
