@@ -361,7 +361,7 @@ def main() -> int:
         if f"circuit 'public' is open: {endpoint} was not sent" not in guarded_log:
             failures.append(f"the open public circuit refused no {endpoint} ({client})")
     # the first good answer of each, against plain freqtrade's: the README's bound, plus one
-    # of freqtrade's loops (its position reviews pace it at about a second per pair)
+    # of freqtrade's loops (its 1 s throttle, and about a second per pair for its reviews)
     for endpoint in WATCHED:
         ours, theirs = guarded.recovery[endpoint], plain.recovery[endpoint]
         limit = 2 * (theirs or 0.0) + public["resetTimeout"] / 1000 + 1.0 + len(PAIRS)

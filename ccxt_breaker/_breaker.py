@@ -155,9 +155,11 @@ class CircuitBreaker:
         self.exchange_id = exchange_id
         self.name = name  # the config's `name`: which account, in logs and snapshots
         self._clock = clock or SystemClock()
-        # Held by the sync ccxt hook around each protocol step, and by steering: threads of
-        # a sync exchange and a kill switch in another thread change one machine.  The async
-        # hook runs on one event loop and never takes it.
+        # Held wherever the machine changes: by the sync ccxt hook around each protocol
+        # step, by steering, and by every step past the closed path's fast exits, so that
+        # threads of a sync exchange, a kill switch in another thread and an event loop
+        # change one machine in turn.  A closed call and a refusal take it nowhere: they
+        # only read.
         self._lock = lock or threading.RLock()
         self._machine = Machine(self.config, rand)
         self._scrub = scrub
@@ -363,10 +365,11 @@ class CircuitBreaker:
             return m.generation
         now = self._clock.monotonic()  # one reading serves the permit and the rejection
         if not m.refuses(now):  # (a refusal asks once, rather than poll and acquire)
-            transition = m.poll(now)
-            if transition is not None:
-                self._announce(transition, None)
-            permit = m.acquire()
+            with self._lock:  # a probe's permit, while a kill switch may steer from a thread
+                transition = m.poll(now)
+                if transition is not None:
+                    self._announce(transition, None)
+                permit = m.acquire()
             if permit is not None:
                 return permit
         counters.rejected += 1
@@ -421,7 +424,8 @@ class CircuitBreaker:
 
     def _release(self, permit: int) -> None:
         """Give back a permit that no attempt used."""
-        self._machine.release(permit)
+        with self._lock:
+            self._machine.release(permit)
 
     def _settle(
         self,
@@ -437,32 +441,33 @@ class CircuitBreaker:
             counters.successes += 1
             if self._plain and m.state is CLOSED and not m.failure_count and permit == m.generation:
                 return  # the fast path: nothing would change, so no clock and no machine call
-        try:
-            shared = self._shared
-            if kind is NEUTRAL:
-                counters.neutral += 1
-                if shared is not None:
-                    shared.released(permit)
+        with self._lock:  # past the fast path, the machine changes: see _admit
+            try:
+                shared = self._shared
+                if kind is NEUTRAL:
+                    counters.neutral += 1
+                    if shared is not None:
+                        shared.released(permit)
+                    m.release(permit)
+                    return
+                now = self._clock.monotonic()
+                duration = self.config.slow_call_duration
+                slow = duration is not None and now - started >= duration
+                before, streak, current = m.state, m.failure_count, permit == m.generation
+                if kind is SUCCESS:
+                    transition = m.on_success(permit, now, slow)
+                else:
+                    counters.failures += 1
+                    self.last_error = error
+                    self.last_failure_time = self._clock.time()
+                    transition = m.on_failure(permit, now, slow)
+                if transition is not None:
+                    self._announce(transition, error)
+                if shared is not None and current:
+                    shared.settled(permit, before, streak, kind is SUCCESS, transition, error)
+            except Exception:  # a bug here must never replace the caller's own outcome
+                logger.exception("ccxt_breaker failed to record an outcome")
                 m.release(permit)
-                return
-            now = self._clock.monotonic()
-            duration = self.config.slow_call_duration
-            slow = duration is not None and now - started >= duration
-            before, streak, current = m.state, m.failure_count, permit == m.generation
-            if kind is SUCCESS:
-                transition = m.on_success(permit, now, slow)
-            else:
-                counters.failures += 1
-                self.last_error = error
-                self.last_failure_time = self._clock.time()
-                transition = m.on_failure(permit, now, slow)
-            if transition is not None:
-                self._announce(transition, error)
-            if shared is not None and current:
-                shared.settled(permit, before, streak, kind is SUCCESS, transition, error)
-        except Exception:  # a bug here must never replace the caller's own outcome
-            logger.exception("ccxt_breaker failed to record an outcome")
-            m.release(permit)
 
     def _settle_exception(
         self, permit: int, counters: Counters, started: float, exc: BaseException
@@ -474,10 +479,11 @@ class CircuitBreaker:
 
     def _trip(self, seconds: float, cause: dict[str, str]) -> None:
         """Open at once for at least ``seconds`` (a limit the exchange named)."""
-        now = self._clock.monotonic()
-        self._announce(self._machine.trip(now, now + seconds), cause)
-        if self._shared is not None:
-            self._shared.opened(False, "limit named by the exchange", cause)
+        with self._lock:
+            now = self._clock.monotonic()
+            self._announce(self._machine.trip(now, now + seconds), cause)
+            if self._shared is not None:
+                self._shared.opened(False, "limit named by the exchange", cause)
 
     def _summary(self, kind: str, message: str, secrets: tuple[str, ...] = ()) -> dict[str, str]:
         """``{type, message}``: the message on one line, an HTML page told by its title,

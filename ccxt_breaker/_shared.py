@@ -379,23 +379,24 @@ class ProcessStore:
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
     ) -> Record:
         space = self._space
-        fields = space.records.get(circuit)
-        if fields is None or fields["g"] < generation:
-            fields = _fresh(generation, op, now)
-        probes = space.probes.setdefault(circuit, [0, 0.0])
-        changed, granted = _step(fields, probes, op, generation, now, args)
-        record = _record(circuit, fields, granted)
-        if changed:
-            space.records[circuit] = fields
-            for store in list(space.stores):
-                target = store._circuits.get(circuit)
-                if target is not None:
-                    target.adopt(record)
-        else:
-            mine = self._circuits.get(circuit)
-            if mine is not None:
-                mine.adopt(record)
-        return record
+        with space.lock:  # one step at a time, from an event loop or a sync client's thread
+            fields = space.records.get(circuit)
+            if fields is None or fields["g"] < generation:
+                fields = _fresh(generation, op, now)
+            probes = space.probes.setdefault(circuit, [0, 0.0])
+            changed, granted = _step(fields, probes, op, generation, now, args)
+            record = _record(circuit, fields, granted)
+            if changed:
+                space.records[circuit] = fields
+                for store in list(space.stores):
+                    target = store._circuits.get(circuit)
+                    if target is not None:
+                        target.adopt(record)
+            else:
+                mine = self._circuits.get(circuit)
+                if mine is not None:
+                    mine.adopt(record)
+            return record
 
     async def close(self) -> None:
         self._space.stores.discard(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from contextlib import suppress
 from typing import Any
 
@@ -452,3 +453,36 @@ async def test_a_subclass_fetch_keeps_a_calls_retries_together(
     snapshot = exchange.circuit_breakers["trading"].snapshot()
     assert (sim.count("AddOrder"), snapshot["calls"], snapshot["rejected"]) == (2, 2, 1)
     assert attempts == ["ExchangeNotAvailable"] * 2 + ["CircuitOpenError"] * 2
+
+
+@pytest.mark.parametrize("step", ["probe", "failure"])
+async def test_a_breaker_change_waits_for_a_lock_another_thread_holds(
+    sim: KrakenSimulator, clock: FakeClock, step: str
+) -> None:
+    """A probe's admission and a failure's count on the event loop wait while a kill
+    switch's thread holds the breaker's lock, so the two never change the machine at once."""
+    exchange = make_exchange(sim, clock, failureThreshold=1, successThreshold=1)
+    breaker = exchange.circuit_breakers["public"]
+    if step == "probe":
+        breaker._trip(1.0, CAUSE)
+        clock.advance(30.0)  # the next call is a probe
+    else:
+        sim.faults.add(DOWN, endpoint="Time", times=1)
+    seen: list[str] = []
+    held, leave = threading.Event(), threading.Event()
+
+    def kill_switch() -> None:
+        with breaker._lock:
+            held.set()
+            leave.wait(0.5)  # the loop reaches the lock meanwhile, and must wait there
+            seen.append(breaker._machine.state.value)
+
+    thread = threading.Thread(target=kill_switch)
+    thread.start()
+    held.wait(5)
+    with suppress(ccxt.ExchangeNotAvailable):
+        await exchange.fetch_time()
+    thread.join(5)
+    await exchange.close()
+    assert seen == ["open" if step == "probe" else "closed"]  # unchanged while held
+    assert breaker.state == ("closed" if step == "probe" else "open")

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -535,6 +536,32 @@ async def test_a_stale_update_loses(store_url: str, namespace: str) -> None:
         )
     finally:
         await store.close()
+
+
+async def test_a_process_step_from_the_loop_waits_for_a_sync_threads_lock(
+    namespace: str,
+) -> None:
+    """A step of the process store made on an event loop waits while a sync client's
+    thread holds the namespace's lock, so the two never change one record at once."""
+    store = open_store(SharedState("process", namespace, 1.0), namespace)
+    seen: list[Any] = []
+    held = threading.Event()
+
+    def sync_thread() -> None:
+        with store.lock:
+            held.set()
+            time.sleep(0.3)  # the loop reaches the lock meanwhile, and must wait there
+            seen.append(_shared._SPACES[namespace].records.get("k:private"))
+
+    thread = threading.Thread(target=sync_thread)
+    thread.start()
+    held.wait(5)
+    future = store.submit("k:private", "open", 0, 1000.0, (2000.0, 0, "opened", ""))
+    thread.join(5)
+    await store.close()
+    assert future is not None
+    assert seen == [None]  # nothing written while the thread held the lock
+    assert (await future).state == "open"
 
 
 async def test_open_times_are_wall_clock_deadlines(
