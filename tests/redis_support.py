@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -42,27 +43,61 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process that a test may stop, pause and start again."""
+    """One ``redis-server`` process that a test may stop, pause and start again, reached
+    over TCP (``redis://``), a unix socket (``unix://``) or TLS (``rediss://``, with a
+    certificate for 127.0.0.1 made here by openssl)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, transport: str = "tcp") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server is not on PATH")
         self.binary = binary
         self.directory = directory
+        self.transport = transport
         self.port = _free_port()
+        # a unix socket's path has at most 107 bytes: not under pytest's long tmp_path
+        self.socket = Path(tempfile.gettempdir()) / f"ccxt-breaker-redis-{self.port}.sock"
+        self.certificate = directory / "redis.crt"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.transport == "unix":
+            return f"unix://{self.socket}?db=0"
+        if self.transport == "tls":
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.certificate}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _transport_args(self) -> list[str]:
+        if self.transport == "unix":  # no TCP at all: only the socket reaches it
+            return ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+        if self.transport == "tls":
+            openssl = shutil.which("openssl")
+            if openssl is None:
+                unavailable("openssl is not on PATH (it makes the test's certificate)")
+            key = self.directory / "redis.key"
+            subprocess.run(
+                [
+                    openssl,
+                    *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                    *("-keyout", str(key), "-out", str(self.certificate)),
+                    *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            return [
+                *("--port", "0", "--tls-port", str(self.port)),
+                *("--tls-cert-file", str(self.certificate), "--tls-key-file", str(key)),
+                *("--tls-ca-cert-file", str(self.certificate), "--tls-auth-clients", "no"),
+            ]
+        return ["--port", str(self.port)]
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._transport_args(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -109,6 +144,4 @@ class RedisServer:
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(
-            host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True
-        )
+        return redis.Redis.from_url(self.url, socket_timeout=5, decode_responses=True)

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -562,6 +563,38 @@ async def test_a_process_step_from_the_loop_waits_for_a_sync_threads_lock(
     assert future is not None
     assert seen == [None]  # nothing written while the thread held the lock
     assert (await future).state == "open"
+
+
+@pytest.fixture(params=["unix", "tls"])
+def transport_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, reached over a unix socket or over TLS."""
+    server = RedisServer(tmp_path, request.param).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_circuits_are_shared_over_a_unix_socket_and_over_tls(
+    transport_server: RedisServer, make: Make, sim: KrakenSimulator
+) -> None:
+    """unix:// and rediss:// URLs reach a real redis-server: failures of two instances count
+    together, and the open they cause refuses in both, unsent."""
+    url = transport_server.url
+    origin, other = make(url, failureThreshold=3), make(url, failureThreshold=3)
+    await origin.load_markets()
+    await other.load_markets()
+    sim.faults.add(Fault.http(503), endpoint="BalanceEx")
+    await fail(origin, 2)
+    await fail(other, 1)  # the third failure, counted in Redis with the other two
+    await settle(origin, other)
+    await state_everywhere("private", "open", origin, other)
+    sent = len(sim.requests)
+    for exchange in (origin, other):
+        with pytest.raises(ccxt_breaker.CircuitOpenError):
+            await exchange.fetch_balance()
+    assert len(sim.requests) == sent
+    assert other.circuit_breakers["private"].snapshot()["shared_state"] == "connected"
 
 
 async def test_open_times_are_wall_clock_deadlines(
