@@ -9,8 +9,8 @@ Python. For each variant the script starts ``python -m ccxt_breaker simulate``, 
 ``freqtrade trade`` on a minimal strategy that holds a position in each pair and reviews it
 every loop, as a DCA strategy does (so that its sync client fetches each pair's Ticker
 every loop, and its async client the OHLC candles of each new minute), and, after a
-warm-up, breaks every public endpoint with HTTP 503 for ``--outage`` seconds, starting ten
-seconds before a minute ends. It then reads the simulator's request log and freqtrade's
+warm-up, breaks every public endpoint with HTTP 503 for ``--outage`` seconds, starting a
+second before a minute ends. It then reads the simulator's request log and freqtrade's
 log, and prints per variant:
 
 - the public requests that reached the simulator during the outage, by endpoint;
@@ -234,9 +234,10 @@ def run_variant(
                     cwd=tmp,
                 )
                 time.sleep(warmup)
-                # start at second 50 of a minute, so that the outage spans the minute's end,
-                # when freqtrade wants a new 1m candle: its refresh then fails until the end
-                time.sleep((50 - time.time()) % 60)
+                # start a second before a minute ends: freqtrade wants a new 1m candle from
+                # the next loop on, and a loop through the outage (each Ticker retried four
+                # times, a second each) takes 10-20 s, so the refresh falls in the outage
+                time.sleep((59 - time.time()) % 60)
                 start = time.monotonic()  # CLOCK_MONOTONIC: the simulator's clock too
                 wall = time.time()
                 control(
