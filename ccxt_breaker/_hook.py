@@ -160,20 +160,13 @@ def _build_registry(exchange: Any, raw: Any, *, default_on: bool) -> BreakerRegi
     )
     if settings is None:
         return None
-    shared = settings.shared_state
-    if shared is not None and shared.url != "process" and not isinstance(exchange, Exchange):
-        # Redis is reached from an event loop, which a sync client's threads lack
-        raise ValueError(
-            f"options['circuitBreaker']['sharedState'] on Redis is not supported on sync "
-            f'ccxt ({type(exchange).__name__}) yet: use "process" to share with the other '
-            "instances of this process, or remove it (the breakers then work on their own)"
-        )
     registry = BreakerRegistry(
         settings,
         table,
         exchange_id=exchange.id,
         credentials=_credentials,
         api_key=getattr(exchange, "apiKey", None),
+        threaded=not isinstance(exchange, Exchange),  # a sync client: no event loop
     )
     registry._adopt(exchange)
     return registry
@@ -536,16 +529,18 @@ class SyncBreakerMixin(_Hooked):
         breaker = route.breaker
         assert breaker is not None
         counters = call.counters
-        with breaker._lock:
-            held, call.permit = call.permit, None
-            try:
+        shared = breaker._shared
+        try:
+            with breaker._lock:
+                held, call.permit = call.permit, None
                 permit = breaker._admit(counters, route.endpoint, held)
-                shared = breaker._shared
-                if permit != held and shared is not None and shared.asks():
-                    permit = shared.admit_now(permit, counters, route.endpoint)
-            except CircuitOpenError as refused:
-                call.refusal = refused
-                raise
+            # a shared probe permit: the store answers with no breaker lock held
+            if permit != held and shared is not None and shared.asks():
+                permit = shared.admit_now(permit, counters, route.endpoint)
+        except CircuitOpenError as refused:
+            call.refusal = refused
+            raise
+        with breaker._lock:
             call.status = call.headers = None
             started = breaker._begin(counters)
         try:
@@ -553,6 +548,8 @@ class SyncBreakerMixin(_Hooked):
         except BaseException as exc:  # KeyboardInterrupt too: judged neutral, as cancellation
             with breaker._lock:
                 _judge_error(self, call, permit, started, exc, headers)
+            if shared is not None and isinstance(exc, Exception):
+                shared.flush_now()  # the failure is counted everywhere first, as in async
             raise
         with breaker._lock:
             _judge_answer(breaker, route, counters, permit, started, response)
@@ -564,15 +561,15 @@ class SyncBreakerMixin(_Hooked):
             route = call.route
             assert route.breaker is not None
             breaker = route.breaker
-            with breaker._lock:
-                try:
+            try:
+                with breaker._lock:
                     permit = breaker._admit(call.counters, route.endpoint, call.permit)
-                    shared = breaker._shared
-                    if permit != call.permit and shared is not None and shared.asks():
-                        permit = shared.admit_now(permit, call.counters, route.endpoint)
-                    call.permit = permit
-                except CircuitOpenError as refused:
-                    call.refusal = refused
+                shared = breaker._shared
+                if permit != call.permit and shared is not None and shared.asks():
+                    permit = shared.admit_now(permit, call.counters, route.endpoint)
+                call.permit = permit
+            except CircuitOpenError as refused:
+                call.refusal = refused
         if call is not None and call.refusal is not None:
             return None
         return super().sleep(milliseconds)

@@ -65,6 +65,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         exchange_id: str = "kraken",
         credentials: Callable[[Any], Iterable[str]] = _no_credentials,
         api_key: str | None = None,
+        threaded: bool = False,
     ) -> None:
         self._credentials = credentials
         # every exchange using these breakers: the one built with them, and its copies
@@ -80,7 +81,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         # the key is hashed here and never kept: the hash names the keyed circuits
         key = key_id(exchange_id, api_key)
         if shared is not None:
-            self._store = open_store(shared, shared.namespace or f"{exchange_id}-{key}")
+            namespace = shared.namespace or f"{exchange_id}-{key}"
+            self._store = open_store(shared, namespace, threaded=threaded)
         # one lock for all: a limit's scope trips several breakers in one step (and with
         # state shared in the process, one for every instance of the namespace)
         self._lock = (self._store and self._store.lock) or threading.RLock()
@@ -102,9 +104,11 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             for group, breaker in self._breakers.items():
                 breaker._shared = SharedCircuit(store, circuit_name(group, key), breaker)
                 store.attach(breaker._shared)
-            # listen from now on when built inside a loop; otherwise from the first call
+            # listen from now on when built inside a loop (or for threads, on the store's
+            # own); otherwise from the first call
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop()
+                if not threaded:
+                    asyncio.get_running_loop()
                 store.start()
         domains: dict[str, set[str]] = {}
         for path, (_, _, domain) in table.items():

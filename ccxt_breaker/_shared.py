@@ -31,6 +31,8 @@ of the key names the keyed circuits.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -72,6 +74,10 @@ RESYNC = 5.0
 # Seconds between attempts to reach Redis again while degraded.
 RETRY = 0.5
 _SHADOW = -1  # CircuitBreaker's SHADOW permit (imported late: _breaker imports this module)
+
+# a step's answer while it is on its way: a task on the caller's loop, or a future from
+# the home loop for a thread without one
+Pending = asyncio.Future["Record | None"] | concurrent.futures.Future["Record | None"]
 
 
 def key_id(exchange_id: str, api_key: str | None) -> str:
@@ -124,25 +130,33 @@ class Store(Protocol):
     def attach(self, circuit: SharedCircuit) -> None:
         """Deliver ``circuit``'s records to it from now on."""
 
+    timeout: float
+    """How long a step may take before the breakers go on locally (seconds)."""
+
     def start(self) -> bool:
-        """Begin listening (needs a running event loop; idempotent); whether the first
-        read of the shared records is done."""
+        """Begin listening (on the running event loop, or on the home loop of a store
+        made for sync clients; idempotent); whether the first read of the shared records
+        is done."""
 
     async def ready(self) -> None:
         """Return once the shared records were read (or the timeout passed)."""
 
+    def ready_now(self) -> None:
+        """:meth:`ready` for a thread without an event loop."""
+
     def submit(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
-    ) -> asyncio.Future[Record | None] | None:
+    ) -> Pending | None:
         """Run ``op`` on ``circuit``; the answer is also delivered to the attached circuits.
-        ``None`` when nothing was sent (degraded, or no event loop); a future that ends in
-        ``None`` when the store failed. Never raises."""
+        ``None`` when nothing was sent (degraded, or no loop to send it from); a future
+        that ends in ``None`` when the store failed. Never raises."""
 
     def step_now(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
     ) -> Record | None:
-        """Run ``op`` at once and return its answer, for a caller without an event loop (a
-        sync client's thread); ``None`` when this store cannot answer at once."""
+        """Run ``op`` and wait for its answer, for a caller without an event loop (a sync
+        client's thread, holding no breaker lock: the answer is delivered under it);
+        ``None`` when the store failed or cannot answer from there. Never raises."""
 
     @property
     def lock(self) -> threading.RLock | None:
@@ -339,6 +353,7 @@ class ProcessStore:
     """Shares state among the instances of this process: no Redis, the same rules."""
 
     status = CONNECTED
+    timeout = 0.0  # every step is done at once
 
     def __init__(self, namespace: str) -> None:
         space = _SPACES.get(namespace)
@@ -358,6 +373,9 @@ class ProcessStore:
         return True
 
     async def ready(self) -> None:
+        pass
+
+    def ready_now(self) -> None:
         pass
 
     @property
@@ -410,10 +428,64 @@ def _record(circuit: str, fields: dict[str, Any], granted: bool = False) -> Reco
     )
 
 
-class RedisStore:
-    """Shares state through Redis: one script call per step, pub/sub for the news."""
+def _home_loop() -> asyncio.AbstractEventLoop:
+    """The event loop, in a daemon thread of its own, where the Redis stores of sync
+    clients listen and run their steps: their threads have no loop. One per process."""
+    global _HOME
+    with _HOME_LOCK:
+        if _HOME is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="ccxt_breaker-redis", daemon=True
+            )
+            thread.start()
+            atexit.register(_stop_home, loop, thread)
+            _HOME = loop
+        return _HOME
 
-    def __init__(self, url: str, namespace: str, timeout: float) -> None:
+
+def _stop_home(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """At exit: let the steps still out reach Redis (a reset() just before exit must not
+    leave the circuit open for the other processes), then cancel the listeners and stop
+    the loop, so that no pending task is destroyed (and reported) with it."""
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        steps = [t for t in tasks if t not in _LISTENERS]
+        if steps:
+            await asyncio.wait(steps, timeout=1.0)
+        for store in list(_HOME_STORES):
+            store._closing = True
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(2)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(2)
+
+
+_HOME: asyncio.AbstractEventLoop | None = None
+_HOME_LOCK = threading.Lock()
+_LISTENERS: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # on the home loop
+_HOME_STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+class RedisStore:
+    """Shares state through Redis: one script call per step, pub/sub for the news.
+
+    Made for async clients, it works on their event loop; made for sync clients
+    (``home``), on the home loop, which their threads reach through thread-safe calls."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        timeout: float,
+        home: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         try:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
@@ -429,7 +501,7 @@ class RedisStore:
             url, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True
         )
         self._script = self._redis.register_script(_SCRIPT)
-        self._timeout = timeout
+        self.timeout = timeout
         self._prefix = f"{PREFIX}:{namespace}"
         self._channel = self._prefix
         # a URL may carry a password: logs name the host and the namespace only
@@ -440,55 +512,89 @@ class RedisStore:
         )
         self._circuits: dict[str, SharedCircuit] = {}
         self._status = CONNECTED
-        self._listener: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | concurrent.futures.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._synced: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the listener's
+        self._ready = threading.Event()  # _synced, for threads without a loop
+        self._home = home
+        self._loop = home  # the listener's
+        self._starting = threading.Lock()  # sync clients start it from any thread
+        self._closing = False
+        # steps reach Redis in the order they were made: the connection pool would let a
+        # reset() overtake the force_open() made just before it
+        self._order = asyncio.Lock()
+        if home is not None:
+            _HOME_STORES.add(self)
 
     @property
     def status(self) -> str:
         return self._status
 
-    lock = None  # each instance's own: Redis delivers steps on the event loop, one at a time
+    lock = None  # each instance's own: a step's answer is adopted under it
 
     def step_now(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
     ) -> Record | None:
-        return None  # a round trip needs the event loop
+        home = self._home
+        if home is None or self._status is DEGRADED:
+            return None  # an async client's store answers on its loop: see submit()
+        step = asyncio.run_coroutine_threadsafe(
+            self._submit(circuit, op, generation, now, args), home
+        )
+        try:
+            # _run bounds the round trip by the timeout; the margin is the hop to the loop
+            return step.result(self.timeout + 1.0)
+        except Exception:  # the home loop is stuck or gone: go on locally
+            step.cancel()
+            return None
 
     def attach(self, circuit: SharedCircuit) -> None:
         self._circuits[circuit.name] = circuit
 
     def start(self) -> bool:
-        synced = self._synced
-        if synced is None:
-            synced = self._synced = asyncio.Event()
-            self._loop = asyncio.get_running_loop()
-            self._listener = self._loop.create_task(self._listen())
-        return synced.is_set()
+        if self._synced is None:
+            with self._starting:
+                if self._synced is None:
+                    synced = asyncio.Event()
+                    if self._home is None:
+                        self._loop = asyncio.get_running_loop()
+                        self._listener = self._loop.create_task(self._listen())
+                    else:
+                        self._listener = asyncio.run_coroutine_threadsafe(
+                            self._listen(), self._home
+                        )
+                    self._synced = synced
+        return self._ready.is_set()
 
     async def ready(self) -> None:
         synced = self._synced
         if synced is not None and not synced.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self.timeout):
                     await synced.wait()
+
+    def ready_now(self) -> None:
+        if self._synced is not None:
+            self._ready.wait(self.timeout)
 
     def submit(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
-    ) -> asyncio.Future[Record | None] | None:
+    ) -> Pending | None:
         if self._status is DEGRADED:
             return None  # no round trip while Redis is known to fail: the listener retries
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            # a thread without a loop (a kill switch's force_open() or reset()): the step
-            # runs on the listener's loop, where its answer arrives as every other does
+            loop = None
+        if loop is None or (self._home is not None and loop is not self._home):
+            # a thread without a loop (a sync client's, or a kill switch's force_open()
+            # or reset()): the step runs on the listener's loop, where its answer arrives
+            # as every other does
             mine = self._loop
-            if mine is not None and not mine.is_closed():
-                step = self._submit(circuit, op, generation, now, args)
-                asyncio.run_coroutine_threadsafe(step, mine)
-            return None
+            if mine is None or mine.is_closed():
+                return None
+            step = self._submit(circuit, op, generation, now, args)
+            return asyncio.run_coroutine_threadsafe(step, mine)
         task = loop.create_task(self._submit(circuit, op, generation, now, args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -512,7 +618,7 @@ class RedisStore:
         wire = [op, str(generation), repr(now), self._channel, circuit, *_wire(args)]
         if op == "probe":
             wire.append(str(PROBE_TTL))
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self.timeout), self._order:
             fields = await self._script(keys=[key, f"{key}:probes"], args=wire)
         return Record.parse(circuit, fields, fields[7])
 
@@ -543,10 +649,14 @@ class RedisStore:
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        listener = asyncio.current_task()
+        if listener is not None:
+            _LISTENERS.add(listener)
+        # `closing` ends it too: redis-py's get_message() can swallow a cancellation
+        while not self._closing:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self.timeout):
                     await pubsub.subscribe(self._channel)
                 restoring = self._status is DEGRADED
                 await self._resync(restoring)
@@ -555,8 +665,9 @@ class RedisStore:
                     logger.warning("ccxt_breaker shared state is back at %s", self._label)
                 assert self._synced is not None
                 self._synced.set()
+                self._ready.set()
                 due = loop.time() + RESYNC
-                while self._status is CONNECTED:
+                while self._status is CONNECTED and not self._closing:
                     message = await pubsub.get_message(timeout=0.1)
                     if message is not None:
                         circuit, fields = json.loads(message["data"])
@@ -570,29 +681,38 @@ class RedisStore:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._timeout):
+                    async with asyncio.timeout(self.timeout):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
             assert self._synced is not None
             self._synced.set()  # nobody waits for a Redis that is not there
-            await asyncio.sleep(RETRY)
+            self._ready.set()
+            if not self._closing:
+                await asyncio.sleep(RETRY)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._home is not None:  # its connections live on the home loop: closed there
+            if self._listener is not None:
+                self._listener.cancel()
+            asyncio.run_coroutine_threadsafe(self._redis.aclose(), self._home)
+            return
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(BaseException):
-                await self._listener
+                await self._listener  # type: ignore[misc]  # a task here
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self._timeout)
+            await asyncio.wait(list(self._tasks), timeout=self.timeout)
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self.timeout):
                 await self._redis.aclose()
 
 
-def open_store(spec: SharedState, namespace: str) -> Store:
-    """The store ``sharedState`` names."""
+def open_store(spec: SharedState, namespace: str, *, threaded: bool = False) -> Store:
+    """The store ``sharedState`` names; ``threaded`` for sync clients, whose threads have
+    no event loop (a Redis store then works on the home loop)."""
     if spec.url == "process":
         return ProcessStore(namespace)
-    return RedisStore(spec.url, namespace, spec.timeout)
+    return RedisStore(spec.url, namespace, spec.timeout, _home_loop() if threaded else None)
 
 
 # --- one breaker's tie to its shared circuit -----------------------------------------
@@ -616,7 +736,7 @@ class SharedCircuit:
         self.name = name
         self.breaker = breaker
         self.generation = 0  # the shared generation this instance last applied
-        self.pending: asyncio.Future[Record | None] | None = None  # the latest report
+        self.pending: Pending | None = None  # the latest report
         # probe permits the store granted this instance, for one local generation
         self._grants = 0
         self._grant_generation = -1
@@ -682,8 +802,15 @@ class SharedCircuit:
     async def flush(self) -> None:
         """Wait for the latest report (bounded by the store's timeout; never raises)."""
         pending = self.pending
-        if pending is not None and not pending.done():
+        if isinstance(pending, asyncio.Future) and not pending.done():
             await asyncio.shield(pending)
+
+    def flush_now(self) -> None:
+        """:meth:`flush` for a thread without an event loop, holding no breaker lock."""
+        pending = self.pending
+        if isinstance(pending, concurrent.futures.Future):
+            with contextlib.suppress(Exception):
+                pending.result(self.store.timeout + 1.0)
 
     def write_back(self) -> Iterable[tuple[str, tuple[Any, ...]]]:
         """What to write after an outage: an open still due, made while Redis was away."""
@@ -713,11 +840,17 @@ class SharedCircuit:
             permit = breaker._admit(counters, endpoint)
         if m.state is not HALF_OPEN or permit == _SHADOW:
             return permit
-        future = self.store.submit(
+        pending = self.store.submit(
             self.name, "probe", self.generation, self.wall(), (breaker.config.half_open_max_calls,)
         )
-        if future is None:
+        if pending is None:
             return permit
+        # a sync client's store answers from its home loop: awaited here all the same
+        future = (
+            asyncio.wrap_future(pending)
+            if isinstance(pending, concurrent.futures.Future)
+            else pending
+        )
         try:
             record = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -733,23 +866,34 @@ class SharedCircuit:
         return self._denied(permit, counters, endpoint)
 
     def admit_now(self, permit: int, counters: Counters, endpoint: str | None) -> int:
-        """:meth:`admit` for a caller without an event loop (a sync client's thread, holding
-        the breaker's lock), through a store that answers at once; with one that cannot,
-        the local permit alone decides."""
+        """:meth:`admit` for a caller without an event loop (a sync client's thread). It
+        holds no breaker lock while the store answers: the answer is adopted under it."""
         breaker, m = self.breaker, self.breaker._machine
+        store = self.store
+        if not store.start():
+            store.ready_now()
+            with breaker._lock:
+                if permit != m.generation and permit != _SHADOW:  # the first read moved it
+                    breaker._release(permit)
+                    permit = breaker._admit(counters, endpoint)
         if m.state is not HALF_OPEN or permit == _SHADOW:
             return permit
         limit = (breaker.config.half_open_max_calls,)
-        record = self.store.step_now(self.name, "probe", self.generation, self.wall(), limit)
-        if record is None:
+        record = store.step_now(self.name, "probe", self.generation, self.wall(), limit)
+        if record is None:  # the store failed: the local permit alone decides
             return permit
-        if record.granted and permit == m.generation:
-            return self._granted(permit)
-        if record.granted:  # granted too late: the circuit moved meanwhile
-            self.store.step_now(
-                self.name, "done", record.generation, self.wall(), ("release", 1, 0, 0.0, "", "")
-            )
-        return self._denied(permit, counters, endpoint)
+        with breaker._lock:
+            if record.granted and permit == m.generation:
+                return self._granted(permit)
+            if record.granted:  # granted too late: the circuit moved meanwhile
+                store.submit(
+                    self.name,
+                    "done",
+                    record.generation,
+                    self.wall(),
+                    ("release", 1, 0, 0.0, "", ""),
+                )
+            return self._denied(permit, counters, endpoint)
 
     def _granted(self, permit: int) -> int:
         """Keep a shared probe permit the store granted for ``permit``."""

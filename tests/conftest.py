@@ -51,6 +51,15 @@ async def build(clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
     await asyncio.gather(*(exchange.close() for exchange in made))
 
 
+@pytest.fixture(params=["process", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A sharedState URL, once for each store: this process's, and a real redis-server."""
+    if request.param == "process":
+        return "process"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
 @pytest.fixture
 def redis_url(redis_session_url: str) -> str:
     """The session's redis-server, its database emptied first: a circuit an earlier test

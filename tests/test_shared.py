@@ -33,15 +33,6 @@ from .support import make_exchange, until
 Make = Callable[..., Any]
 
 
-@pytest.fixture(params=["process", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    """Each test runs on both stores: this process's, and a real redis-server."""
-    if request.param == "process":
-        return "process"
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
 @pytest.fixture
 def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
@@ -595,6 +586,26 @@ async def test_circuits_are_shared_over_a_unix_socket_and_over_tls(
             await exchange.fetch_balance()
     assert len(sim.requests) == sent
     assert other.circuit_breakers["private"].snapshot()["shared_state"] == "connected"
+
+
+async def test_steps_reach_redis_in_the_order_they_were_made(
+    redis_url: str, namespace: str
+) -> None:
+    """A reset() sent right after a force_open() lands after it, so the circuit ends
+    closed: the connection pool must not let the later step overtake."""
+    store = open_store(SharedState(redis_url, namespace, 1.0), namespace)
+    try:
+        steps: list[Any] = []
+        for n in range(30):
+            steps.append(store.submit(f"k{n}:private", "open", 0, 1000.0, (0.0, 1, "forced", "")))
+            steps.append(store.submit(f"k{n}:private", "reset", 1, 1000.0, ()))
+        assert None not in steps
+        await asyncio.gather(*steps)
+        reads: list[Any] = [store.submit(f"k{n}:private", "read", 0, 1000.0, ()) for n in range(30)]
+        records = await asyncio.gather(*reads)
+        assert [(r.state, r.forced) for r in records] == [("closed", False)] * 30
+    finally:
+        await store.close()
 
 
 async def test_open_times_are_wall_clock_deadlines(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,6 +24,8 @@ import ccxt_breaker.sync
 from ccxt_breaker import CircuitOpenError
 from ccxt_breaker._hook import BreakerMixin, SyncBreakerMixin
 from ccxt_breaker.testing import DEFAULT_API_KEY, DEFAULT_SECRET, FakeClock, Fault, KrakenSimulator
+
+from .support import until
 
 T = TypeVar("T")
 GROUPS = ["public", "private", "trading", "funding", "earn"]
@@ -303,24 +307,21 @@ def test_steering_from_another_thread_is_seen_by_the_calling_threads(served: Sim
     assert served.run(lambda: served.sim.count("AddOrder")) == 1
 
 
-def test_redis_shared_state_on_a_sync_client_is_refused_at_construction() -> None:
-    """sharedState on Redis is not supported on sync ccxt yet: building one with it fails,
-    saying so and naming "process"."""
-    redis_url = {"sharedState": "redis://127.0.0.1:1/0"}
-    with pytest.raises(ValueError, match=r"\['sharedState'\] on Redis is not supported on sync"):
-        ccxt_breaker.sync.kraken({"options": {"circuitBreaker": redis_url}})
-    ccxt_breaker.install()
-    try:
-        with pytest.raises(ValueError, match='use "process"'):
-            ccxt.kraken({"options": {"circuitBreaker": redis_url}})
-    finally:
-        ccxt_breaker.uninstall()
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Until ``condition()`` holds (news through Redis arrives by pub/sub)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
-def test_a_sync_and_an_async_client_on_one_key_share_their_circuits(served: Simulator) -> None:
-    """With sharedState "process", failures of a sync and an async client on one key count
-    together, and the circuit they open refuses both, unsent (freqtrade's two clients)."""
-    options = {"failureThreshold": 3, "sharedState": "process"}
+def test_a_sync_and_an_async_client_on_one_key_share_their_circuits(
+    served: Simulator, store_url: str
+) -> None:
+    """With sharedState ("process" or Redis), failures of a sync and an async client on one
+    key count together, and the circuit they open refuses both, unsent (freqtrade's two
+    clients)."""
+    options = {"failureThreshold": 3, "sharedState": store_url}
     config = {**served.sim.ccxt_config(), "enableRateLimit": False, "timeout": 5000}
     sync = sync_kraken(served, **options)
 
@@ -333,8 +334,8 @@ def test_a_sync_and_an_async_client_on_one_key_share_their_circuits(served: Simu
                     await async_.publicGetTime()
             with pytest.raises(ccxt.ExchangeNotAvailable):
                 sync.publicGetTime()  # the third failure, on the other client
-            assert async_.circuit_breakers["public"].state == "open"
             assert sync.circuit_breakers["public"].state == "open"
+            await until(lambda: async_.circuit_breakers["public"].state == "open")
             sent = served.run(lambda: served.sim.count("Time"))
             with pytest.raises(CircuitOpenError):
                 await async_.publicGetTime()
@@ -342,32 +343,52 @@ def test_a_sync_and_an_async_client_on_one_key_share_their_circuits(served: Simu
                 sync.publicGetTime()
             assert served.run(lambda: served.sim.count("Time")) == sent == 3
             sync.circuit_breakers["public"].reset()  # and back, from the sync side
-            assert async_.circuit_breakers["public"].state == "closed"
+            await until(lambda: async_.circuit_breakers["public"].state == "closed")
         finally:
             await async_.close()
 
     asyncio.run(scenario())
 
 
-def test_threads_of_two_sync_clients_share_the_half_open_probes(served: Simulator) -> None:
-    """With sharedState "process", 50 threads calling through two sync clients on one key
-    send exactly halfOpenMaxCalls probes between them."""
+def test_threads_of_two_sync_clients_share_the_half_open_probes(
+    served: Simulator, store_url: str
+) -> None:
+    """With sharedState ("process" or Redis), 50 threads calling through two sync clients
+    on one key send exactly halfOpenMaxCalls probes between them."""
     clock = FakeClock()
     options = {"failureThreshold": 1, "halfOpenMaxCalls": 3, "successThreshold": 3}
-    first = sync_kraken(served, clock, sharedState="process", **options)
-    second = sync_kraken(served, clock, sharedState="process", **options)
+    first = sync_kraken(served, clock, sharedState=store_url, **options)
+    second = sync_kraken(served, clock, sharedState=store_url, **options)
     fail(served, "Time", times=1)
     with pytest.raises(ccxt.ExchangeNotAvailable):
         first.fetch_time()
-    assert second.circuit_breakers["public"].state == "open"
+    wait_for(lambda: second.circuit_breakers["public"].state == "open")
     clock.advance(3600)
     outcomes = _probe_from_threads(served, [first, second], 50, held=3)
     assert outcomes.count("answered") == 3
     assert served.run(lambda: served.sim.count("Time")) == 1 + 3
-    assert (first.circuit_breakers["public"].state, second.circuit_breakers["public"].state) == (
-        "closed",
-        "closed",
+    wait_for(
+        lambda: (
+            (first.circuit_breakers["public"].state, second.circuit_breakers["public"].state)
+            == ("closed", "closed")
+        )
     )
+
+
+def test_a_sync_client_goes_on_locally_when_redis_is_down(served: Simulator) -> None:
+    """With Redis unreachable, a sync client's breakers count, open and refuse on their own,
+    and its calls go on."""
+    shared = {"url": "redis://127.0.0.1:1/0", "timeout": 100}
+    exchange = sync_kraken(served, failureThreshold=2, sharedState=shared)
+    assert exchange.fetch_time() > 0
+    fail(served, "Time")
+    for _ in range(2):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            exchange.fetch_time()
+    with pytest.raises(CircuitOpenError):
+        exchange.fetch_time()
+    assert served.run(lambda: served.sim.count("Time")) == 3
+    assert exchange.circuit_breakers["public"].snapshot()["shared_state"] == "degraded"
 
 
 # --- install() and the mixin ------------------------------------------------------------
@@ -432,3 +453,29 @@ def test_a_mixin_in_the_wrong_place_fails_when_the_class_is_made(
     """Each mixin checks, when a class is made, that it sits before a ccxt class of its kind."""
     with pytest.raises(TypeError, match=message):
         type("Bad", bases, {})
+
+
+def test_a_reset_just_before_exit_reaches_redis(redis_url: str) -> None:
+    """A sync client's reset() right before the process exits still reaches Redis (the
+    other processes must not stay refused), and the exit reports no pending task."""
+    code = (
+        "import sys, ccxt_breaker.sync\n"
+        "options = {'circuitBreaker': {'sharedState': sys.argv[1]}}\n"
+        "e = ccxt_breaker.sync.kraken({'options': options})\n"
+        "e.circuit_breakers['public'].force_open()\n"
+        "e.circuit_breakers['public'].reset()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Task was destroyed" not in run.stderr
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    [key] = [k for k in client.keys("ccxt_breaker:*") if k.endswith(":public")]
+    assert client.hget(key, "s") == "closed"
