@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterable
@@ -467,8 +468,17 @@ def _stop_home(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
     thread.join(2)
 
 
+def _forget_home() -> None:
+    """In a forked child: the home loop's thread did not survive the fork. A sync client
+    made in the child gets a new one; the stores made before the fork go on locally."""
+    global _HOME, _HOME_LOCK
+    _HOME, _HOME_LOCK = None, threading.Lock()
+
+
 _HOME: asyncio.AbstractEventLoop | None = None
 _HOME_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_home)
 _LISTENERS: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # on the home loop
 _HOME_STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
 
@@ -532,11 +542,15 @@ class RedisStore:
 
     lock = None  # each instance's own: a step's answer is adopted under it
 
+    def _homeless(self) -> bool:
+        """Made for sync clients before this process was forked: nothing runs its loop."""
+        return self._home is not None and self._home is not _HOME
+
     def step_now(
         self, circuit: str, op: str, generation: int, now: float, args: tuple[Any, ...]
     ) -> Record | None:
         home = self._home
-        if home is None or self._status is DEGRADED:
+        if home is None or self._status is DEGRADED or self._homeless():
             return None  # an async client's store answers on its loop: see submit()
         step = asyncio.run_coroutine_threadsafe(
             self._submit(circuit, op, generation, now, args), home
@@ -574,7 +588,7 @@ class RedisStore:
                     await synced.wait()
 
     def ready_now(self) -> None:
-        if self._synced is not None:
+        if self._synced is not None and not self._homeless():
             self._ready.wait(self.timeout)
 
     def submit(
@@ -591,7 +605,7 @@ class RedisStore:
             # or reset()): the step runs on the listener's loop, where its answer arrives
             # as every other does
             mine = self._loop
-            if mine is None or mine.is_closed():
+            if mine is None or mine.is_closed() or self._homeless():
                 return None
             step = self._submit(circuit, op, generation, now, args)
             return asyncio.run_coroutine_threadsafe(step, mine)

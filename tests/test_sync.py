@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -479,3 +482,39 @@ def test_a_reset_just_before_exit_reaches_redis(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     [key] = [k for k in client.keys("ccxt_breaker:*") if k.endswith(":public")]
     assert client.hget(key, "s") == "closed"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_goes_on_locally_at_once(served: Simulator, redis_url: str) -> None:
+    """In a child forked after a sync client started sharing on Redis, the client's
+    breakers go on locally at once: a probe does not wait for the parent's Redis thread,
+    which did not survive the fork."""
+    clock = FakeClock()
+    exchange = sync_kraken(
+        served, clock, failureThreshold=1, successThreshold=1, sharedState=redis_url
+    )
+    assert exchange.fetch_time() > 0  # the store is started and synced here
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  # the child reports through the pipe
+        outcome = "failed"
+        try:
+            breaker = exchange.circuit_breakers["public"]
+            breaker._trip(1.0, {"type": "Test", "message": "opened in the child"})
+            clock.advance(30.0)  # the next call is a probe, which asks the store
+            started = time.monotonic()
+            exchange.fetch_time()
+            outcome = f"{breaker.state.value} {time.monotonic() - started:.3f}"
+        finally:
+            os.write(write, outcome.encode())
+            os._exit(0)
+    os.close(write)
+    if not select.select([read], [], [], 30)[0]:  # a child stuck on a lock held at fork
+        os.kill(child, signal.SIGKILL)
+    with os.fdopen(read) as pipe:
+        outcome = pipe.read()
+    os.waitpid(child, 0)
+    state, seconds = outcome.split()
+    assert state == "closed"
+    # a probe that waited for the dead loop would take the timeout plus a second (1.1 s)
+    assert float(seconds) < 0.8
