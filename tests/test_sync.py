@@ -485,6 +485,9 @@ def test_a_reset_just_before_exit_reaches_redis(redis_url: str) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+# forking a process with threads (the simulator's, the Redis one) is the case under test;
+# Python 3.12+ warns about it
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_goes_on_locally_at_once(served: Simulator, redis_url: str) -> None:
     """In a child forked after a sync client started sharing on Redis, the client's
     breakers go on locally at once: a probe does not wait for the parent's Redis thread,
