@@ -885,7 +885,11 @@ class SharedCircuit:
         breaker, m = self.breaker, self.breaker._machine
         store = self.store
         if not store.start():
-            store.ready_now()
+            try:
+                store.ready_now()
+            except BaseException:  # KeyboardInterrupt while waiting: the permit goes back
+                breaker._release(permit)
+                raise
             with breaker._lock:
                 if permit != m.generation and permit != _SHADOW:  # the first read moved it
                     breaker._release(permit)
@@ -893,7 +897,11 @@ class SharedCircuit:
         if m.state is not HALF_OPEN or permit == _SHADOW:
             return permit
         limit = (breaker.config.half_open_max_calls,)
-        record = store.step_now(self.name, "probe", self.generation, self.wall(), limit)
+        try:
+            record = store.step_now(self.name, "probe", self.generation, self.wall(), limit)
+        except BaseException:  # as above; a shared permit granted meanwhile expires (TTL)
+            breaker._release(permit)
+            raise
         if record is None:  # the store failed: the local permit alone decides
             return permit
         with breaker._lock:

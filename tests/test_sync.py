@@ -523,3 +523,34 @@ def test_a_forked_child_goes_on_locally_at_once(served: Simulator, redis_url: st
     assert state == "closed"
     # a probe that waited for the dead loop would take the timeout plus a second (1.1 s)
     assert float(seconds) < 0.8
+
+
+def test_keyboard_interrupt_while_asking_redis_for_a_probe_gives_the_permit_back(
+    served: Simulator, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt while a sync thread waits for Redis to grant a probe gives the
+    local probe permit back: the next call is still a probe, not refused."""
+    clock = FakeClock()
+    exchange = sync_kraken(
+        served,
+        clock,
+        failureThreshold=1,
+        halfOpenMaxCalls=1,
+        successThreshold=1,
+        sharedState=redis_url,
+    )
+    assert exchange.fetch_time() > 0  # started and synced
+    breaker = exchange.circuit_breakers["public"]
+    breaker._trip(1.0, {"type": "Test", "message": "opened by the test"})
+    clock.advance(30.0)
+    store = breaker._shared.store
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "step_now", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            exchange.fetch_time()
+    assert exchange.fetch_time() > 0  # the one probe permit was free again
+    assert breaker.state == "closed"
